@@ -1,0 +1,119 @@
+"""Command line: ``python -m core COMMAND … [--json]``.
+
+With ``--json`` each command prints exactly one JSON object on stdout. Errors print one line on
+stderr and exit with status 2 (bad input) or 1 (unexpected failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from core.errors import CoreError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {}
+
+
+def command(name: str):
+    def deco(fn):
+        COMMANDS[name] = fn
+        return fn
+    return deco
+
+
+def _load(name: str, device: str | None):
+    from core.models import load_model
+
+    return load_model(name, device)
+
+
+@command("models")
+def cmd_models(args: argparse.Namespace) -> dict:
+    from core.models import available_models
+
+    cards = available_models()
+    return {"models": [{"name": c["name"], "architecture": c["architecture"], "classes": c["classes"],
+                        "frames": c["input"]["frames"], "size": c["input"]["size"],
+                        "test_accuracy": c["test_accuracy"], "sha256": c["sha256"]} for c in cards]}
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> dict:
+    from core.inference import predict
+    from core.video import open_video
+
+    model, spec = _load(args.model, args.device)
+    video, info, true = open_video(args.video)
+    out = predict(model, spec, video)
+    out["video"] = info.to_dict()
+    if true is not None:
+        from core.data import CLASSES
+
+        out["true_label"] = CLASSES[true]
+    return out
+
+
+@command("train")
+def cmd_train(args: argparse.Namespace) -> dict:
+    from core.models.train import train_model
+
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    return train_model(args.model, epochs=args.epochs, n_train=args.n_train, seed=args.seed,
+                       device=args.device, progress=log)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from core.models.registry import DEFAULT_MODEL, MODEL_NAMES
+
+    p = argparse.ArgumentParser(prog="python -m core", description="Video-robustness toolkit (headless).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        sp.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
+        return sp
+
+    add("models", "list shipped models")
+    sp = add("predict", "classify a video")
+    sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
+    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    sp = add("train", "train a shipped model from scratch and write assets/models/NAME.{pt,json}")
+    sp.add_argument("--model", required=True, choices=MODEL_NAMES)
+    sp.add_argument("--epochs", type=int, default=None)
+    sp.add_argument("--n-train", type=int, default=1600)
+    sp.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _print_human(obj: dict) -> None:
+    for k, v in obj.items():
+        if isinstance(v, (dict, list)):
+            v = json.dumps(v)
+        print(f"{k}: {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        result = COMMANDS[args.command](args)
+    except CoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line, not a traceback, for users
+        print(f"error: unexpected {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_human(result)
+    return 0

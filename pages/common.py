@@ -1,0 +1,168 @@
+"""Shared UI helpers: the sidebar (model + video pickers) and cached wrappers around ``core``.
+
+Pages stay thin: widgets → one cached ``core`` call → figures. Models are cached with
+``st.cache_resource``; videos and results with ``st.cache_data`` keyed by content hashes and
+parameters (never by the model object, which is passed with a leading underscore).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+import torch
+
+from core.data import CLASSES
+from core.errors import CoreError
+from core.models import DEFAULT_MODEL, MODEL_NAMES, ModelSpec, available_models
+
+UPLOAD_MODEL = "Upload TorchScript…"
+VIDEO_KINDS = ("Synthetic clip", "Upload a video")
+
+
+@dataclass
+class Selection:
+    """The current model and video, shared by every page through ``st.session_state``."""
+
+    model: torch.nn.Module | None
+    spec: ModelSpec | None
+    model_key: str
+    video: torch.Tensor | None  # (T, 3, H, W) in [0, 1], as read (before fitting to the model)
+    video_key: str
+    video_label: str
+    info: dict
+    true_label: int | None
+    error: str | None = None
+
+
+@st.cache_resource(show_spinner="Loading model…")
+def load_shipped_model(name: str):
+    from core.models import load_model
+
+    return load_model(name)
+
+
+@st.cache_resource(show_spinner="Loading TorchScript model…")
+def load_user_model(model_bytes: bytes, spec_text: str):
+    from core.models import load_torchscript, parse_spec
+
+    spec = parse_spec(spec_text, "uploaded")
+    return load_torchscript(model_bytes, spec)
+
+
+@st.cache_data(show_spinner="Generating clip…", max_entries=64)
+def synthetic_clip(label: int, seed: int, frames: int, size: int) -> np.ndarray:
+    from core.data import make_clip
+
+    return make_clip(label, seed, frames, size).video.numpy()
+
+
+@st.cache_data(show_spinner="Reading video…", max_entries=16)
+def uploaded_clip(data: bytes, name: str) -> tuple[np.ndarray, dict]:
+    import io
+
+    from core.video import read_video
+
+    buf = io.BytesIO(data)
+    buf.name = name
+    video, info = read_video(buf)
+    return video.numpy(), info.to_dict()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def mp4_bytes(video_key: str, _video: np.ndarray, fps: float = 8.0, scale: int = 4) -> bytes:
+    from core.video import encode_mp4
+
+    return encode_mp4(torch.from_numpy(_video), fps, scale)
+
+
+@st.cache_data(show_spinner="Classifying…", max_entries=256)
+def cached_predict(model_key: str, video_key: str, _model, _spec, _video: np.ndarray) -> dict:
+    from core.inference import predict
+
+    return predict(_model, _spec, torch.from_numpy(_video))
+
+
+def _hash(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()[:16]
+
+
+def sidebar() -> Selection:
+    """Render the shared sidebar and store the selection in ``st.session_state['selection']``."""
+    sb = st.sidebar
+    sb.header("Model")
+    names = [c["name"] for c in available_models()]
+    options = names + [UPLOAD_MODEL]
+    default = names.index(DEFAULT_MODEL) if DEFAULT_MODEL in names else 0
+    choice = sb.selectbox("Classifier", options, index=default, key="model_choice",
+                          help="Shipped models were trained on the synthetic motion-action dataset; "
+                               "see their model cards on the Home page.")
+    model = spec = None
+    model_key = choice
+    error = None
+    if choice == UPLOAD_MODEL:
+        mf = sb.file_uploader("TorchScript model (.pt)", type=["pt", "pth", "ts"], key="model_file")
+        sf = sb.file_uploader("Spec (JSON/YAML: frames, size, classes)", type=["json", "yaml", "yml"],
+                              key="model_spec")
+        if mf is not None and sf is not None:
+            mb = mf.getvalue()
+            try:
+                model, spec = load_user_model(mb, sf.getvalue().decode("utf-8", "replace"))
+                model_key = f"user:{_hash(mb)}"
+            except CoreError as e:
+                error = f"Model not loaded: {e}"
+        else:
+            sb.info("Upload a TorchScript model and its spec.")
+    else:
+        try:
+            model, spec = load_shipped_model(choice)
+            model_key = f"{choice}:{spec.card['sha256'][:16]}"
+        except CoreError as e:
+            error = f"Model not loaded: {e}"
+
+    sb.header("Video")
+    kind = sb.radio("Source", VIDEO_KINDS, key="video_kind", horizontal=True)
+    video = None
+    info: dict = {}
+    true_label = None
+    video_key = ""
+    video_label = ""
+    if kind == VIDEO_KINDS[0]:
+        cls = sb.selectbox("Motion class", CLASSES, key="syn_class")
+        seed = int(sb.number_input("Seed", 0, 10_000_000, 0, 1, key="syn_seed"))
+        frames = spec.frames if spec else 16
+        size = spec.size if spec else 64
+        label = CLASSES.index(cls)
+        video = torch.from_numpy(synthetic_clip(label, seed, frames, size))
+        true_label = label
+        video_key = f"synthetic:{cls}:{seed}:{frames}x{size}"
+        video_label = f"synthetic:{cls}:{seed}"
+        info = {"source": video_label, "fps": 8.0, "width": size, "height": size, "frames": frames}
+    else:
+        up = sb.file_uploader("Video (mp4, avi, mov, webm, gif)", key="video_file",
+                              type=["mp4", "avi", "mov", "webm", "gif", "mkv", "m4v"])
+        if up is not None:
+            data = up.getvalue()
+            try:
+                arr, info = uploaded_clip(data, up.name)
+                video = torch.from_numpy(arr)
+                video_key = f"upload:{_hash(data)}"
+                video_label = up.name
+            except CoreError as e:
+                error = (error + "\n\n" if error else "") + f"Video not loaded: {e}"
+    sel = Selection(model, spec, model_key, video, video_key, video_label, info, true_label, error)
+    st.session_state["selection"] = sel
+    return sel
+
+
+def current() -> Selection | None:
+    return st.session_state.get("selection")
+
+
+def placeholder(title: str, issue: int, what: str) -> None:
+    """A page whose feature has not landed yet: say so plainly, show no fake results."""
+    st.title(title)
+    st.info(f"**Not built yet** — this page arrives with issue #{issue}. No results are shown "
+            f"until then.\n\n{what}")

@@ -1,0 +1,82 @@
+"""Home: what the tool is for, the pages, and the current clip with the model's prediction."""
+
+import json
+
+import streamlit as st
+
+from core.data import CLASSES
+from core.viz import frame_strip, prediction_bar
+from pages.common import cached_predict, current, mp4_bytes
+
+st.title("Video robustness dashboard")
+st.markdown(
+    """
+Video classifiers can be fooled by changes a person barely notices — a few frames nudged, the
+motion between frames bent slightly. This tool lets you **see** how video classifiers break and
+**prove** how far they don't, on small built-in models or your own.
+
+| Page | What it does | Status |
+|---|---|---|
+| **Home** | pick a clip and a model (sidebar), watch the clip, see the prediction | ready |
+| **Optical flow** | the motion between frames: magnitude, direction, arrows, method comparison | coming (issue #3) |
+| **Safe radius (bounds)** | provable lower and upper bounds on the smallest flow change that flips the decision (Wu & Kwiatkowska, CVPR 2020) | coming (issue #4) |
+| **Attack explorer** | sparse attacks that hit one or a few frames (Inkawhich et al.; DeepSAVA) | coming (issue #5) |
+| **SSIM vs Lp** | why perceptual and pixel distances disagree under spatial transforms | coming (issue #6) |
+
+The built-in data is a procedural *motion-action* dataset: textured objects that translate,
+rotate or zoom over textured backgrounds. The class is the **motion**, never the appearance, and
+every clip comes with its exact optical flow. Everything runs offline.
+"""
+)
+
+sel = current()
+if sel is None:
+    st.stop()
+if sel.error:
+    st.error(sel.error)
+if sel.video is None:
+    st.info("Choose a synthetic clip or upload a video in the sidebar.")
+    st.stop()
+
+st.subheader(f"Clip: {sel.video_label}")
+info = sel.info
+t, _, h, w = sel.video.shape
+st.caption(f"{t} frames decoded · {w}×{h} px working size · original "
+           f"{info.get('width', w)}×{info.get('height', h)} at {info.get('fps', 0):.1f} fps"
+           + (f", {info['duration']:.1f} s" if info.get("duration") else "")
+           + (" · truncated to the first frames (file too long)" if info.get("truncated") else ""))
+video_np = sel.video.numpy()
+c1, c2 = st.columns([1, 2])
+with c1:
+    scale = max(1, 256 // max(h, w))
+    st.video(mp4_bytes(sel.video_key, video_np, float(info.get("fps") or 8.0), scale))
+with c2:
+    strip, idx = frame_strip(sel.video, 8, scale=max(1, 96 // max(h, w)))
+    st.image(strip, caption=f"frames {', '.join(map(str, idx))}", use_container_width=True)
+
+if sel.model is None:
+    st.warning("No model loaded, so no prediction.")
+    st.stop()
+
+pred = cached_predict(sel.model_key, sel.video_key, sel.model, sel.spec, video_np)
+true = CLASSES[sel.true_label] if sel.true_label is not None else None
+st.subheader("Prediction")
+m1, m2, m3 = st.columns(3)
+m1.metric("Predicted class", pred["label"])
+m2.metric("Confidence", f"{pred['confidence']:.1%}")
+if true is not None:
+    m3.metric("True class", true, "correct" if true == pred["label"] else "wrong",
+              delta_color="normal" if true == pred["label"] else "inverse")
+st.plotly_chart(prediction_bar(pred["probs"], true, f"{sel.spec.name} on {sel.video_label}"),
+                use_container_width=True, key="prediction_chart")
+st.caption(f"The clip is fitted to the model's input ({sel.spec.frames} frames, "
+           f"{sel.spec.size}×{sel.spec.size}: uniform frame sampling, resize, centre crop).")
+record = {**pred, "video": sel.video_label, "true_label": true}
+d1, d2 = st.columns(2)
+d1.download_button("Download prediction (JSON)", json.dumps(record, indent=2), "prediction.json",
+                   "application/json")
+d2.download_button("Download clip (H.264 mp4)", mp4_bytes(sel.video_key, video_np, 8.0, 1),
+                   "clip.mp4", "video/mp4")
+
+with st.expander("Model card"):
+    st.json(sel.spec.card)
