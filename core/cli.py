@@ -64,7 +64,45 @@ def cmd_train(args: argparse.Namespace) -> dict:
                        device=args.device, progress=log)
 
 
+@command("flow")
+def cmd_flow(args: argparse.Namespace) -> dict:
+    import time
+
+    import numpy as np
+
+    from core.errors import ParameterError
+    from core.flow import compute_flow
+    from core.video import limit_size, open_video
+
+    if args.eval:
+        from core.flow.evaluate import evaluate_methods
+
+        return evaluate_methods(args.methods.split(","), clips_per_class=args.clips_per_class)
+    if not args.video:
+        raise ParameterError("give a VIDEO (path or synthetic:<class>:<seed>) or --eval")
+    video, info, _ = open_video(args.video)
+    video = limit_size(video[: args.max_frames], args.max_side)
+    t0 = time.perf_counter()
+    flow = compute_flow(video, args.method).cpu()
+    seconds = time.perf_counter() - t0
+    mag = flow.norm(dim=1)
+    out = {"method": args.method, "shape": list(flow.shape), "mean_magnitude": float(mag.mean()),
+           "max_magnitude": float(mag.max()), "seconds": seconds}
+    if args.out:
+        np.save(args.out, flow.numpy())
+        out["out"] = str(args.out)
+    return out
+
+
+@command("bench")
+def cmd_bench(args: argparse.Namespace) -> dict:
+    from core.bench import run_bench
+
+    return run_bench(args.target, quick=args.quick, echo=not args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from core.flow import METHODS
     from core.models.registry import DEFAULT_MODEL, MODEL_NAMES
 
     p = argparse.ArgumentParser(prog="python -m core", description="Video-robustness toolkit (headless).")
@@ -85,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int, default=None)
     sp.add_argument("--n-train", type=int, default=1600)
     sp.add_argument("--seed", type=int, default=0)
+    sp = add("flow", "optical flow of a video, or --eval for EPE of every method")
+    sp.add_argument("video", nargs="?", help="a video path or synthetic:<class>:<seed>")
+    sp.add_argument("--method", default="farneback", choices=METHODS)
+    sp.add_argument("--out", default=None, help="save the flow (T-1, 2, H, W) as .npy")
+    sp.add_argument("--max-side", type=int, default=256, help="downscale so the longer side is <= this")
+    sp.add_argument("--max-frames", type=int, default=64, help="use at most the first N frames")
+    sp.add_argument("--eval", action="store_true", help="EPE per method on seeded synthetic test clips")
+    sp.add_argument("--methods", default=",".join(METHODS), help="with --eval: comma-separated methods")
+    sp.add_argument("--clips-per-class", type=int, default=2)
+    sp = add("bench", "speed benchmarks, measured side by side in one run")
+    sp.add_argument("target", choices=["flow"])
+    sp.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
     return p
 
 

@@ -217,6 +217,16 @@ def fit_clip(video: torch.Tensor, frames: int | None = None, size: int | None = 
     return video.contiguous()
 
 
+def limit_size(video: torch.Tensor, max_side: int) -> torch.Tensor:
+    """Downscale (antialiased, aspect kept) so that the longer side is at most ``max_side``."""
+    h, w = video.shape[-2:]
+    if max(h, w) <= max_side:
+        return video
+    s = max_side / max(h, w)
+    size = (max(2, round(h * s)), max(2, round(w * s)))
+    return F.interpolate(video, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
 def encode_mp4(video: torch.Tensor, fps: float = 8.0, scale: int = 1) -> bytes:
     """Encode a video as H.264 (yuv420p) mp4 bytes that browsers play.
 

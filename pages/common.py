@@ -59,6 +59,29 @@ def synthetic_clip(label: int, seed: int, frames: int, size: int) -> np.ndarray:
     return make_clip(label, seed, frames, size).video.numpy()
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def synthetic_truth(label: int, seed: int, frames: int, size: int) -> np.ndarray:
+    """Exact ground-truth flow (T-1, 2, H, W) of a synthetic clip."""
+    from core.data import make_clip
+
+    return make_clip(label, seed, frames, size).flow.numpy()
+
+
+@st.cache_data(show_spinner="Computing optical flow…", max_entries=64)
+def cached_flow(video_key: str, method: str, window: tuple[int, int], max_side: int,
+                _video: np.ndarray) -> tuple[np.ndarray, float]:
+    """Flow of frames ``window[0] … window[1]-1`` (downscaled to ``max_side``) and seconds/pair."""
+    import time
+
+    from core.flow import compute_flow
+    from core.video import limit_size
+
+    v = limit_size(torch.from_numpy(_video[window[0]:window[1]]), max_side)
+    t0 = time.perf_counter()
+    f = compute_flow(v, method).cpu().numpy()
+    return f, (time.perf_counter() - t0) / max(1, f.shape[0])
+
+
 @st.cache_data(show_spinner="Reading video…", max_entries=16)
 def uploaded_clip(data: bytes, name: str) -> tuple[np.ndarray, dict]:
     import io
@@ -139,7 +162,8 @@ def sidebar() -> Selection:
         true_label = label
         video_key = f"synthetic:{cls}:{seed}:{frames}x{size}"
         video_label = f"synthetic:{cls}:{seed}"
-        info = {"source": video_label, "fps": 8.0, "width": size, "height": size, "frames": frames}
+        info = {"source": video_label, "fps": 8.0, "width": size, "height": size, "frames": frames,
+                "synthetic": {"label": label, "seed": seed, "frames": frames, "size": size}}
     else:
         up = sb.file_uploader("Video (mp4, avi, mov, webm, gif)", key="video_file",
                               type=["mp4", "avi", "mov", "webm", "gif", "mkv", "m4v"])

@@ -52,7 +52,7 @@ with c1:
     st.video(mp4_bytes(sel.video_key, video_np, float(info.get("fps") or 8.0), scale))
 with c2:
     strip, idx = frame_strip(sel.video, 8, scale=max(1, 96 // max(h, w)))
-    st.image(strip, caption=f"frames {', '.join(map(str, idx))}", use_container_width=True)
+    st.image(strip, caption=f"frames {', '.join(map(str, idx))}", width="stretch")
 
 if sel.model is None:
     st.warning("No model loaded, so no prediction.")
@@ -68,7 +68,7 @@ if true is not None:
     m3.metric("True class", true, "correct" if true == pred["label"] else "wrong",
               delta_color="normal" if true == pred["label"] else "inverse")
 st.plotly_chart(prediction_bar(pred["probs"], true, f"{sel.spec.name} on {sel.video_label}"),
-                use_container_width=True, key="prediction_chart")
+                width="stretch", key="prediction_chart")
 st.caption(f"The clip is fitted to the model's input ({sel.spec.frames} frames, "
            f"{sel.spec.size}×{sel.spec.size}: uniform frame sampling, resize, centre crop).")
 record = {**pred, "video": sel.video_label, "true_label": true}

@@ -49,6 +49,8 @@ Split = Literal["train", "val", "test"]
 SPLIT_OFFSETS: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 
 MIN_SIZE, MAX_SIZE = 16, 512
+#: Bump whenever rendering changes: cached datasets and trained models depend on it.
+GENERATOR_VERSION = 2
 MIN_FRAMES, MAX_FRAMES = 2, 256
 
 
@@ -208,7 +210,7 @@ def make_clip(label: int | str, seed: int, frames: int = 16, size: int = 64) -> 
         ob = F.grid_sample(tex_obj, (u * 0.9).float().view(1, size, size, 2), mode="bilinear",
                            padding_mode="reflection", align_corners=True)[0]
         mk = (u - torch.tensor(p["marker"], dtype=torch.float64)).norm(dim=-1)
-        m_alpha = ((0.2 - mk) * radius * scale + 0.5).clamp(0.0, 1.0).float().view(1, size, size)
+        m_alpha = ((0.24 - mk) * radius * scale + 0.5).clamp(0.0, 1.0).float().view(1, size, size)
         ob = ob * (1 - m_alpha) + marker_col.view(3, 1, 1) * m_alpha
         al = alpha.float().view(1, size, size)
         video[t] = (bg * (1 - al) + ob * al).clamp(0.0, 1.0)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from core.data import CLASSES, make_split
+from core.data.synthetic import GENERATOR_VERSION
 from core.device import DeviceLike, get_device
 from core.models.nets import MotionStream
 from core.models.registry import ARCHITECTURES, ASSETS, build, sha256_file
@@ -29,7 +30,7 @@ def _splits(n_train: int, n_val: int, n_test: int, frames: int, size: int):
     from core.cache import DiskCache
 
     cache = DiskCache()
-    key = cache.key("dataset", n_train=n_train, n_val=n_val, n_test=n_test, frames=frames, size=size)
+    key = cache.key("dataset", generator=GENERATOR_VERSION, n_train=n_train, n_val=n_val, n_test=n_test, frames=frames, size=size)
 
     def gen() -> dict:
         out = {}
@@ -120,7 +121,7 @@ def train_model(name: str, epochs: int | None = None, n_train: int = 1600, n_val
         "input": {"frames": frames, "size": size, "channels": 3, "layout": "(B, T, 3, H, W)",
                   "range": [0.0, 1.0], "dtype": "float32"},
         "output": "logits (B, 8)",
-        "dataset": {"generator": "core.data.synthetic", "n_train": n_train, "n_val": n_val,
+        "dataset": {"generator": "core.data.synthetic", "generator_version": GENERATOR_VERSION, "n_train": n_train, "n_val": n_val,
                     "n_test": n_test, "split_offsets": {"train": 0, "val": 1_000_000,
                                                         "test": 2_000_000}},
         "val_accuracy": round(best_val, 4),

@@ -1,0 +1,265 @@
+"""Optical-flow pictures: colour wheel, magnitude heatmaps, arrows, histograms, comparisons.
+
+Direction colour wheel (the usual Middlebury-style coding, in image coordinates, y down):
+hue = angle of the flow vector ``atan2(dy, dx)`` — rightward motion is **red** (0°), downward
+(on screen) **yellow-green** (90°), leftward **cyan** (180°), upward **violet** (270°);
+saturation = magnitude / ``max_mag`` (clipped to 1), value = 1, so still pixels are white.
+
+All functions are pure: arrays in, numpy images or plotly figures out.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _np(x: ArrayLike) -> np.ndarray:
+    return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+
+
+def _check_pair_flow(flow: np.ndarray) -> np.ndarray:
+    if flow.ndim != 3 or flow.shape[0] != 2:
+        raise ValueError(f"expected one flow field (2, H, W) in pixels, got shape {flow.shape}")
+    return flow
+
+
+def magnitude(flow: ArrayLike) -> np.ndarray:
+    """Per-pixel flow magnitude ``(…, H, W)`` of ``(…, 2, H, W)``."""
+    f = _np(flow)
+    return np.sqrt(f[..., 0, :, :] ** 2 + f[..., 1, :, :] ** 2)
+
+
+def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Vectorised HSV → RGB, all in [0, 1]; returns ``(..., 3)``."""
+    h6 = (h % 1.0) * 6.0
+    i = np.floor(h6).astype(int) % 6
+    f = h6 - np.floor(h6)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    r = np.choose(i, [v, q, p, p, t, v])
+    g = np.choose(i, [t, v, v, q, p, p])
+    b = np.choose(i, [p, p, t, v, v, q])
+    return np.stack([r, g, b], axis=-1)
+
+
+def flow_to_color(flow: ArrayLike, max_mag: float | None = None) -> np.ndarray:
+    """Colour-wheel image ``(H, W, 3)`` uint8 of one flow field ``(2, H, W)`` (see module doc)."""
+    f = _check_pair_flow(_np(flow))
+    mag = np.sqrt(f[0] ** 2 + f[1] ** 2)
+    m = float(max_mag) if max_mag else float(mag.max())
+    ang = np.arctan2(f[1], f[0])  # y down: +90° is downward on screen
+    hue = (ang / (2 * np.pi)) % 1.0
+    sat = np.clip(mag / m, 0.0, 1.0) if m > 0 else np.zeros_like(mag)
+    rgb = hsv_to_rgb(hue, sat, np.ones_like(mag))
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def color_wheel(size: int = 101) -> np.ndarray:
+    """The legend: ``(size, size, 3)`` uint8 wheel, the flow of each pixel being its offset from the
+    centre (so the right edge is red = rightward motion); outside the disk is white."""
+    c = (size - 1) / 2.0
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    f = np.stack([xs - c, ys - c])
+    img = flow_to_color(f, c)
+    img[np.hypot(xs - c, ys - c) > c] = 255
+    return img
+
+
+def colormap(values: np.ndarray, vmin: float, vmax: float, scale: str = "Viridis") -> np.ndarray:
+    """Map values to RGB uint8 with a plotly colour scale."""
+    t = np.clip((values - vmin) / (vmax - vmin if vmax > vmin else 1.0), 0, 1)
+    lut_rgb = sample_colorscale(scale, list(np.linspace(0, 1, 256)), colortype="tuple")
+    lut = (np.array(lut_rgb) * 255 if max(max(c) for c in lut_rgb) <= 1.0 else np.array(lut_rgb))
+    return lut.astype(np.uint8)[(t * 255).round().astype(int)]
+
+
+def _img_axes(fig: go.Figure, row: int | None = None, col: int | None = None) -> None:
+    kw = {} if row is None else {"row": row, "col": col}
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, **kw)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
+                     scaleanchor="x" if row is None else None, **kw)
+
+
+def to_uint8(frame: ArrayLike) -> np.ndarray:
+    """``(3, H, W)`` in [0, 1] → ``(H, W, 3)`` uint8."""
+    f = _np(frame)
+    return (np.clip(f.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def arrow_segments(flow: np.ndarray, step: int, scale: float) -> tuple[list, list]:
+    """Polyline coordinates (with ``None`` breaks) of subsampled arrows with heads."""
+    f = _check_pair_flow(flow)
+    h, w = f.shape[1:]
+    xs, ys = [], []
+    off = step // 2
+    for y in range(off, h, step):
+        for x in range(off, w, step):
+            dx, dy = f[0, y, x] * scale, f[1, y, x] * scale
+            if dx * dx + dy * dy < 0.04:
+                continue
+            x1, y1 = x + dx, y + dy
+            ang = np.arctan2(dy, dx)
+            hl = 0.35 * np.hypot(dx, dy)
+            hx1, hy1 = x1 - hl * np.cos(ang - 0.45), y1 - hl * np.sin(ang - 0.45)
+            hx2, hy2 = x1 - hl * np.cos(ang + 0.45), y1 - hl * np.sin(ang + 0.45)
+            xs += [x, x1, None, hx1, x1, hx2, None]
+            ys += [y, y1, None, hy1, y1, hy2, None]
+    return xs, ys
+
+
+def default_step(h: int, w: int) -> int:
+    """Arrow spacing: about 16 arrows across the longer side."""
+    return max(2, round(max(h, w) / 16))
+
+
+def arrows_figure(frame: ArrayLike, flow: ArrayLike, step: int | None = None, scale: float | None = None,
+                  title: str = "") -> go.Figure:
+    """The frame with subsampled flow arrows on top (as in Wu & Kwiatkowska's figures).
+
+    Arrows are drawn ``scale`` times their length (default: the longest arrow spans ~1.5 steps).
+    """
+    f = _np(flow)
+    img = to_uint8(frame)
+    h, w = img.shape[:2]
+    step = step or default_step(h, w)
+    mmax = float(magnitude(f).max())
+    scale = scale or (1.5 * step / mmax if mmax > 0 else 1.0)
+    xs, ys = arrow_segments(f, step, scale)
+    fig = go.Figure([go.Image(z=img, hoverinfo="skip"),
+                     go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#ffeb3b", width=1.6),
+                                hoverinfo="skip", showlegend=False)])
+    fig.update_layout(title=(title + f" (arrows ×{scale:.1f})").strip(), margin=dict(l=0, r=0, t=30, b=0),
+                      height=320)
+    _img_axes(fig)
+    return fig
+
+
+def magnitude_figure(flow: ArrayLike, zmax: float | None = None, title: str = "magnitude (px)") -> go.Figure:
+    """Magnitude heatmap with a colour bar (pixels)."""
+    mag = magnitude(_np(flow))
+    fig = go.Figure(go.Heatmap(z=mag, colorscale="Viridis", zmin=0, zmax=zmax or float(mag.max()) or 1.0,
+                               colorbar=dict(title="px", thickness=12),
+                               hovertemplate="x %{x}, y %{y}: %{z:.2f} px<extra></extra>"))
+    fig.update_layout(title=title, margin=dict(l=0, r=0, t=30, b=0), height=320)
+    _img_axes(fig)
+    return fig
+
+
+def direction_figure(flow: ArrayLike, max_mag: float | None = None, title: str = "direction") -> go.Figure:
+    """Colour-wheel image of the flow with the wheel legend in the corner."""
+    f = _np(flow)
+    img = flow_to_color(f, max_mag)
+    h, w = img.shape[:2]
+    wheel = color_wheel(max(15, min(h, w) // 4))
+    k = wheel.shape[0]
+    img = img.copy()
+    img[-k:, -k:] = np.where(wheel == 255, img[-k:, -k:], wheel)
+    m = max_mag or float(magnitude(f).max())
+    fig = go.Figure(go.Image(z=img, hovertemplate="x %{x}, y %{y}<extra></extra>"))
+    fig.update_layout(title=f"{title} (full colour = {m:.2f} px)", margin=dict(l=0, r=0, t=30, b=0), height=320)
+    _img_axes(fig)
+    return fig
+
+
+def histogram_figure(flows: dict[str, ArrayLike], bins: int = 40) -> go.Figure:
+    """Overlaid histograms of the magnitudes of one or more flow fields (or sequences)."""
+    fig = go.Figure()
+    for name, f in flows.items():
+        fig.add_trace(go.Histogram(x=magnitude(_np(f)).ravel(), nbinsx=bins, name=name, opacity=0.6))
+    fig.update_layout(barmode="overlay", xaxis_title="magnitude (px)", yaxis_title="pixels",
+                      margin=dict(l=0, r=0, t=30, b=0), height=280, title="magnitude histogram")
+    return fig
+
+
+def comparison_figure(flow_a: ArrayLike, flow_b: ArrayLike, kind: str = "magnitude",
+                      titles: tuple[str, str, str] = ("original", "difference", "perturbed")) -> go.Figure:
+    """The reusable "original | difference | perturbed" view (Wu & Kwiatkowska Fig. 5).
+
+    ``kind='magnitude'``: |a| and |b| share one Viridis scale; the difference |b| − |a| uses a
+    symmetric diverging scale. ``kind='direction'``: colour wheels of a, of the difference vector
+    b − a, and of b, all with the same full-colour magnitude.
+    """
+    a, b = _check_pair_flow(_np(flow_a)), _check_pair_flow(_np(flow_b))
+    if a.shape != b.shape:
+        raise ValueError(f"flows differ in shape: {a.shape} vs {b.shape}")
+    fig = make_subplots(1, 3, subplot_titles=titles, horizontal_spacing=0.04)
+    if kind == "magnitude":
+        ma, mb = magnitude(a), magnitude(b)
+        z = float(max(ma.max(), mb.max())) or 1.0
+        d = mb - ma
+        dz = float(np.abs(d).max()) or 1.0
+        fig.add_trace(go.Heatmap(z=ma, zmin=0, zmax=z, colorscale="Viridis", coloraxis=None,
+                                 colorbar=dict(title="px", x=0.295, thickness=10, len=0.9)), 1, 1)
+        fig.add_trace(go.Heatmap(z=d, zmin=-dz, zmax=dz, colorscale="RdBu_r",
+                                 colorbar=dict(title="Δpx", x=0.645, thickness=10, len=0.9)), 1, 2)
+        fig.add_trace(go.Heatmap(z=mb, zmin=0, zmax=z, colorscale="Viridis",
+                                 colorbar=dict(title="px", x=1.0, thickness=10, len=0.9)), 1, 3)
+    elif kind == "direction":
+        m = float(max(magnitude(a).max(), magnitude(b).max())) or 1.0
+        for col, f in ((1, a), (2, b - a), (3, b)):
+            fig.add_trace(go.Image(z=flow_to_color(f, m)), 1, col)
+    else:
+        raise ValueError(f"kind must be 'magnitude' or 'direction', got {kind!r}")
+    for col in (1, 2, 3):
+        _img_axes(fig, 1, col)
+    fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0))
+    return fig
+
+
+def animation_figure(flows: ArrayLike, max_mag: float | None = None) -> go.Figure:
+    """Colour-wheel images of every frame pair as a plotly animation with Play and a slider."""
+    f = _np(flows)
+    m = max_mag or float(magnitude(f).max()) or 1.0
+    imgs = [flow_to_color(fi, m) for fi in f]
+    frames = [go.Frame(data=[go.Image(z=im)], name=str(i)) for i, im in enumerate(imgs)]
+    fig = go.Figure(data=[go.Image(z=imgs[0])], frames=frames)
+    steps = [dict(method="animate", label=str(i), args=[[str(i)], dict(mode="immediate",
+             frame=dict(duration=0, redraw=True), transition=dict(duration=0))]) for i in range(len(imgs))]
+    fig.update_layout(
+        height=360, margin=dict(l=0, r=0, t=10, b=0),
+        updatemenus=[dict(type="buttons", showactive=False, x=0, y=-0.02, xanchor="left", yanchor="top",
+                          buttons=[dict(label="▶ Play", method="animate",
+                                        args=[None, dict(frame=dict(duration=250, redraw=True), fromcurrent=True)]),
+                                   dict(label="❚❚", method="animate",
+                                        args=[[None], dict(mode="immediate", frame=dict(duration=0))])])],
+        sliders=[dict(steps=steps, x=0.15, len=0.85, y=-0.02, currentvalue=dict(prefix="pair "))])
+    _img_axes(fig)
+    return fig
+
+
+def panel_png(frame: ArrayLike, flow: ArrayLike, max_mag: float | None = None, upscale: int = 4) -> bytes:
+    """A PNG of [frame with arrows | magnitude (Viridis) | direction (wheel)] for export."""
+    import cv2
+    from PIL import Image
+
+    f = _check_pair_flow(_np(flow))
+    img = to_uint8(frame)
+    h, w = img.shape[:2]
+    k = max(1, upscale)
+    big = np.ascontiguousarray(img.repeat(k, 0).repeat(k, 1))
+    step = default_step(h, w)
+    mag = magnitude(f)
+    m = max_mag or float(mag.max()) or 1.0
+    scale = 1.5 * step / m
+    for y in range(step // 2, h, step):
+        for x in range(step // 2, w, step):
+            dx, dy = f[0, y, x] * scale, f[1, y, x] * scale
+            if dx * dx + dy * dy < 0.04:
+                continue
+            p0 = (int(x * k + k / 2), int(y * k + k / 2))
+            p1 = (int((x + dx) * k + k / 2), int((y + dy) * k + k / 2))
+            cv2.arrowedLine(big, p0, p1, (255, 235, 59), 1, cv2.LINE_AA, tipLength=0.3)
+    magimg = colormap(mag, 0, m).repeat(k, 0).repeat(k, 1)
+    dirimg = flow_to_color(f, m).repeat(k, 0).repeat(k, 1)
+    gap = np.full((h * k, 4, 3), 255, np.uint8)
+    panel = np.concatenate([big, gap, magimg, gap, dirimg], axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(panel).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,81 @@
+"""Page logic with streamlit's AppTest (no browser)."""
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+APP = str(ROOT / "app.py")
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _metric(at: AppTest, label: str):
+    return next(m for m in at.metric if m.label == label)
+
+
+def test_home_predicts_the_synthetic_clip():
+    at = _app()
+    assert at.title[0].value == "Video robustness dashboard"
+    assert at.selectbox(key="model_choice").value == "cnn_lstm"
+    at.selectbox(key="syn_class").set_value("rotate_ccw")
+    at.number_input(key="syn_seed").set_value(2000005)
+    at.run()
+    assert not at.exception
+    assert _metric(at, "True class").value == "rotate_ccw"
+    pred = _metric(at, "Predicted class").value
+    conf = float(_metric(at, "Confidence").value.rstrip("%")) / 100
+    assert pred in json.loads((ROOT / "assets/models/cnn_lstm.json").read_text())["classes"]
+    assert 1 / 8 <= conf <= 1.0
+
+
+def test_switching_model_changes_the_card():
+    at = _app()
+    at.selectbox(key="model_choice").set_value("c3d")
+    at.run()
+    assert not at.exception
+    assert any("c3d" in str(j.value) for j in at.json)
+
+
+def test_upload_mode_without_file_asks_for_one():
+    at = _app()
+    at.radio(key="video_kind").set_value("Upload a video")
+    at.run()
+    assert not at.exception
+    assert any("upload a video" in i.value.lower() for i in at.info)
+
+
+@pytest.mark.parametrize("page", ["pages/flow.py", "pages/msr.py", "pages/attacks.py",
+                                  "pages/ssim_vs_lp.py"])
+def test_other_pages_render(page):
+    at = _app()
+    at.switch_page(page)
+    at.run()
+    assert not at.exception
+    assert at.title
+
+
+def test_flow_page_shows_methods_and_epe():
+    at = _app()
+    at.switch_page("pages/flow.py")
+    at.run()
+    assert not at.exception
+    assert at.multiselect(key="flow_methods").value == ["farneback", "horn_schunck"]
+    caps = [c.value for c in at.caption]
+    assert sum("EPE vs truth" in c for c in caps) == 2
+    assert any(c.startswith("EPE between the two") for c in caps)
+    at.multiselect(key="flow_methods").set_value(["ground truth"])
+    at.run()
+    assert not at.exception
+    assert not any("EPE vs truth" in c.value for c in at.caption)  # truth against itself is not shown
+    at.slider(key="flow_pair").set_value(3)
+    at.run()
+    assert not at.exception
+    assert len(at.get("download_button")) == 2  # .npy and PNG for the one method

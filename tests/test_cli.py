@@ -1,0 +1,52 @@
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_models_json():
+    r = run("models", "--json")
+    assert r.returncode == 0, r.stderr
+    models = json.loads(r.stdout)["models"]
+    names = {m["name"] for m in models}
+    assert {"cnn_lstm", "c3d", "frame_cnn", "motion_stream"} <= names
+    for m in models:
+        assert m["frames"] == 16 and m["size"] == 64 and len(m["classes"]) == 8
+        assert 0.9 <= m["test_accuracy"] <= 1.0 and len(m["sha256"]) == 64
+
+
+def test_predict_synthetic_json():
+    r = run("predict", "synthetic:rotate_ccw:2000005", "--model", "c3d", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["model"] == "c3d" and out["true_label"] == "rotate_ccw"
+    assert abs(sum(out["probs"].values()) - 1) < 1e-5
+    assert out["label"] == max(out["probs"], key=out["probs"].get)
+    assert out["confidence"] == max(out["probs"].values())
+
+
+def test_predict_file(tmp_path):
+    from core.data import make_clip
+    from core.video import write_video
+
+    p = write_video(tmp_path / "clip.mp4", make_clip("zoom_in", 4).video, scale=2)
+    r = run("predict", str(p), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["video"]["width"] == 128 and out["video"]["codec"] == "h264"
+
+
+def test_errors_exit_nonzero_with_one_line(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"definitely not a video" * 20)
+    for args in (("predict", str(bad), "--json"), ("predict", "synthetic:fly:1", "--json"),
+                 ("predict", str(tmp_path / "missing.mp4"))):
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stdout == "" and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1

@@ -1,0 +1,143 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from core.data import make_clip
+from core.errors import ParameterError, VideoError
+from core.flow import METHODS, compute_flow, horn_schunck, impose_flow, warp
+from core.flow.evaluate import epe, evaluate_methods
+from core.viz.flow import color_wheel, flow_to_color
+
+# Documented tolerances (README, "Flow accuracy"): mean end-point error in the interior
+# (8-px margin) on a smooth 64×64 texture.
+TRANSLATION_TOL = {"farneback": 0.15, "tvl1": 0.1, "ilk": 0.15, "horn_schunck": 0.3}
+ROTATION_TOL = {"farneback": 0.35, "tvl1": 0.15, "ilk": 0.35, "horn_schunck": 0.35}
+M = 8  # margin
+
+
+@pytest.fixture(scope="module")
+def texture():
+    return make_clip("zoom_out", 12, frames=2, size=64).video[:1]  # (1, 3, 64, 64)
+
+
+def _moved(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """A second frame in which the content of ``img`` has moved by ``flow`` (pixels)."""
+    # v2(x + f) = v1(x)  ⇔  v2(y) ≈ v1(y - f) for a smooth f
+    return warp(img, -flow)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("d", [(1.5, 0.0), (0.0, -1.0), (-0.8, 0.6)])
+def test_translation_recovered(method, d, texture):
+    f = torch.tensor(d, dtype=torch.float32).view(1, 2, 1, 1).expand(1, 2, 64, 64)
+    video = torch.cat([texture, _moved(texture, f)])
+    est = compute_flow(video, method)
+    assert est.shape == (1, 2, 64, 64) and est.dtype == torch.float32
+    err = epe(est[..., M:-M, M:-M], f[..., M:-M, M:-M])
+    assert err < TRANSLATION_TOL[method], (method, d, err)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("deg", [4.0, -4.0])
+def test_rotation_recovered(method, deg, texture):
+    th = math.radians(deg)
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    c = 31.5
+    # content at x moves to R(x - c) + c; positive angle is clockwise on screen (y down)
+    fx = math.cos(th) * (xs - c) - math.sin(th) * (ys - c) + c - xs
+    fy = math.sin(th) * (xs - c) + math.cos(th) * (ys - c) + c - ys
+    truth = torch.stack([fx, fy]).unsqueeze(0)
+    # exact second frame: v2(y) = v1(R^-1 (y - c) + c)
+    bx = math.cos(th) * (xs - c) + math.sin(th) * (ys - c) + c - xs
+    by = -math.sin(th) * (xs - c) + math.cos(th) * (ys - c) + c - ys
+    second = warp(texture, torch.stack([bx, by]).unsqueeze(0))
+    est = compute_flow(torch.cat([texture, second]), method)
+    err = epe(est[..., M:-M, M:-M], truth[..., M:-M, M:-M])
+    assert err < ROTATION_TOL[method], (method, deg, err)
+    # and the rotation sense is right: right of the centre moves down for clockwise
+    assert np.sign(float(est[0, 1, 32, 48])) == np.sign(deg)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_identical_frames_give_zero_flow(method, texture):
+    est = compute_flow(torch.cat([texture, texture, texture]), method)
+    assert est.shape == (2, 2, 64, 64)
+    mag = est.norm(dim=1)
+    # Farneback's polynomial fit leaves sub-pixel noise on identical frames; the others are exact
+    assert float(mag.mean()) < 0.01 and float(mag.max()) < (0.2 if method == "farneback" else 1e-3)
+
+
+def test_warp_zero_is_identity_and_shift_is_exact(texture):
+    assert torch.allclose(warp(texture, torch.zeros(1, 2, 64, 64)), texture, atol=1e-6)
+    one = torch.zeros(1, 2, 64, 64)
+    one[:, 0] = 1.0  # sample one pixel to the right
+    assert torch.allclose(warp(texture, one)[..., :-1], texture[..., 1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["tvl1", "horn_schunck"])
+def test_impose_flow_is_recovered(method, texture):
+    video = texture.expand(3, 3, 64, 64).contiguous()  # a still clip: its flow is zero
+    delta = torch.zeros(2, 2, 64, 64)
+    delta[0, 0], delta[0, 1] = 1.0, -0.5  # shift pair 0 only
+    out = impose_flow(video, delta)
+    assert torch.equal(out[0], video[0])
+    est = compute_flow(out, method)[..., M:-M, M:-M]
+    d = delta[0, :, M:-M, M:-M]
+    assert epe(est[0], d) < 0.3  # pair 0 moved by +delta_0
+    assert epe(est[1], -d) < 0.3  # and pair 1 back by -delta_0 (frame 2 untouched)
+
+
+def test_horn_schunck_gradcheck():
+    torch.manual_seed(0)
+    a = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    b = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, y: horn_schunck(x, y, alpha=0.5, iterations=3, levels=1)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (a, b), eps=1e-6, atol=1e-5)
+
+
+def test_horn_schunck_batched_equals_single(texture):
+    clip = make_clip("rotate_cw", 2, frames=4, size=32).video
+    both = horn_schunck(clip[:-1], clip[1:])
+    one = horn_schunck(clip[1:2], clip[2:3])
+    assert torch.allclose(both[1:2], one, atol=1e-5)
+
+
+def test_color_wheel_orientation():
+    def rgb(dx, dy):
+        f = np.zeros((2, 4, 4), np.float32)
+        f[0], f[1] = dx, dy
+        return flow_to_color(f)[0, 0].astype(int)
+
+    r, g, b = rgb(1, 0)  # rightward: red
+    assert r == 255 and g < 10 and b < 10
+    r, g, b = rgb(0, 1)  # downward on screen (hue 90°): yellow-green
+    assert g == 255 and 100 < r < 160 and b < 10
+    r, g, b = rgb(-1, 0)  # leftward: cyan
+    assert r < 10 and g == 255 and b == 255
+    r, g, b = rgb(0, -1)  # upward (hue 270°): violet
+    assert b == 255 and 100 < r < 160 and g < 10
+    assert tuple(rgb(0, 0)) == (255, 255, 255)  # no motion: white
+    wheel = color_wheel(51)
+    assert tuple(wheel[25, 50]) == (255, 0, 0)  # right edge of the legend is red
+
+
+def test_bad_inputs():
+    with pytest.raises(ParameterError, match="unknown flow method"):
+        compute_flow(torch.rand(2, 3, 8, 8), "deepflow")
+    with pytest.raises(VideoError, match="T >= 2"):
+        compute_flow(torch.rand(1, 3, 8, 8))
+    with pytest.raises(VideoError, match=r"\[0, 1\]"):
+        compute_flow(torch.rand(2, 3, 8, 8) * 3)
+    with pytest.raises(ParameterError, match="delta"):
+        impose_flow(torch.rand(3, 3, 8, 8), torch.zeros(3, 2, 8, 8))
+
+
+def test_every_method_beats_zero_flow_on_the_dataset():
+    r = evaluate_methods(clips_per_class=1, frames=4)
+    assert r["clips"] == 8 and set(r["methods"]) == set(METHODS)
+    for m, v in r["methods"].items():
+        assert v["epe"] < r["zero_flow_epe"], m
+        assert len(v["per_class"]) == 8
+    assert r["methods"]["tvl1"]["epe"] < 0.5 * r["zero_flow_epe"]
