@@ -94,6 +94,45 @@ def cmd_flow(args: argparse.Namespace) -> dict:
     return out
 
 
+@command("compare")
+def cmd_compare(args: argparse.Namespace) -> dict:
+    from core.metrics import distances
+    from core.transforms import compose, parse
+
+    ops = parse(args.transform)
+    x = _read_image_or_video(args.path, args.max_frames)
+    y = compose(x, ops, args.seed)
+    d = distances(x, y)
+    keys = ["ssim", "l1", "l2", "linf", "l1_mean", "l2_rms"] + (["l21", "l21_norm"] if x.dim() == 4 else [])
+    out = {k: d[k] for k in keys}
+    out.update({"transform": [[n, v] for n, v in ops], "shape": list(x.shape),
+                "kind": "video" if x.dim() == 4 else "image"})
+    return out
+
+
+def _read_image_or_video(path: str, max_frames: int):
+    """An image file → (3, H, W); a video (or synthetic:…) → (T, 3, H, W) (first ``max_frames``)."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from core.errors import VideoError
+    from core.video import open_video
+
+    if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
+        import cv2
+
+        if not Path(path).exists():
+            raise VideoError(f"image file not found: {path}")
+        arr = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+        if arr is None:
+            raise VideoError(f"{path} is not a readable image")
+        return torch.from_numpy(arr[..., ::-1].astype(np.float32) / 255).permute(2, 0, 1).contiguous()
+    video, _, _ = open_video(path)
+    return video[:max_frames]
+
+
 @command("bench")
 def cmd_bench(args: argparse.Namespace) -> dict:
     from core.bench import run_bench
@@ -132,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--eval", action="store_true", help="EPE per method on seeded synthetic test clips")
     sp.add_argument("--methods", default=",".join(METHODS), help="with --eval: comma-separated methods")
     sp.add_argument("--clips-per-class", type=int, default=2)
+    sp = add("compare", "SSIM and Lp distances between an image/video and a transformed copy")
+    sp.add_argument("path", help="an image, a video, or synthetic:<class>:<seed>")
+    sp.add_argument("--transform", required=True, help="e.g. rotate=5,zoom=0.95,noise=0.02 (left to right)")
+    sp.add_argument("--seed", type=int, default=0, help="noise seed")
+    sp.add_argument("--max-frames", type=int, default=64)
     sp = add("bench", "speed benchmarks, measured side by side in one run")
     sp.add_argument("target", choices=["flow"])
     sp.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")

@@ -19,7 +19,8 @@ from core.errors import CoreError
 from core.models import DEFAULT_MODEL, MODEL_NAMES, ModelSpec, available_models
 
 UPLOAD_MODEL = "Upload TorchScript…"
-VIDEO_KINDS = ("Synthetic clip", "Upload a video")
+VIDEO_KINDS = ("Synthetic clip", "Bundled real clip", "Upload a video")
+BUNDLED = {"Big Buck Bunny (CC-BY 3.0, Blender Foundation)": "bigbuckbunny_320x180.mp4"}
 
 
 @dataclass
@@ -164,6 +165,19 @@ def sidebar() -> Selection:
         video_label = f"synthetic:{cls}:{seed}"
         info = {"source": video_label, "fps": 8.0, "width": size, "height": size, "frames": frames,
                 "synthetic": {"label": label, "seed": seed, "frames": frames, "size": size}}
+    elif kind == VIDEO_KINDS[1]:
+        from core.models.registry import ASSETS
+
+        name = sb.selectbox("Clip", list(BUNDLED), key="bundled_clip")
+        path = ASSETS.parent / "samples" / BUNDLED[name]
+        try:
+            arr, info = uploaded_clip(path.read_bytes(), path.name)
+            video = torch.from_numpy(arr)
+            video_key = f"bundled:{BUNDLED[name]}"
+            video_label = BUNDLED[name]
+            sb.caption("© 2008 Blender Foundation, www.bigbuckbunny.org, CC-BY 3.0 (assets/samples/LICENSE.md)")
+        except (CoreError, OSError) as e:
+            error = (error + "\n\n" if error else "") + f"Bundled clip not loaded: {e}"
     else:
         up = sb.file_uploader("Video (mp4, avi, mov, webm, gif)", key="video_file",
                               type=["mp4", "avi", "mov", "webm", "gif", "mkv", "m4v"])

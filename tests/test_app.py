@@ -79,3 +79,30 @@ def test_flow_page_shows_methods_and_epe():
     at.run()
     assert not at.exception
     assert len(at.get("download_button")) == 2  # .npy and PNG for the one method
+
+
+def test_ssim_page_table_and_claim():
+    at = _app()
+    at.switch_page("pages/ssim_vs_lp.py")
+    at.run()
+    assert not at.exception
+    df = at.dataframe[0].value
+    assert list(df["panel"]) == list("abcde") and df["SSIM"].iloc[0] == 1.0
+    verdicts = [m.value for m in at.success] + [m.value for m in at.warning]
+    assert any("From (b) noise to (d) rotation + noise" in v for v in verdicts)
+    assert any("No adversarial video" in i.value for i in at.info)
+    # the playground table follows the rotation slider
+    at.slider(key="pg_rotate").set_value(5.0)
+    at.run()
+    assert not at.exception
+    pg = at.table[0].value
+    assert pg.index[0] == "rotate=5" and float(pg["SSIM"].iloc[0]) < 1.0
+
+
+def test_bundled_clip_is_available():
+    at = _app()
+    at.radio(key="video_kind").set_value("Bundled real clip")
+    at.run()
+    assert not at.exception
+    assert "bigbuckbunny" in at.subheader[0].value
+    assert any(m.label == "Predicted class" for m in at.metric)

@@ -31,3 +31,21 @@ def test_flow_page_renders_magnitude_and_direction(tmp_path):
         # the magnitude heatmaps have a colour bar
         assert page.locator(".colorbar").count() >= 2
         page.screenshot(path=str(tmp_path / "flow.png"), full_page=True)
+
+
+def test_ssim_page_rotation_slider_updates_table(tmp_path):
+    with streamlit_server() as url, browser_page() as page:
+        page.goto(url + "/ssim_vs_lp")
+        page.get_by_text("Playground").wait_for()
+        slider = page.locator('[data-testid="stSlider"]').filter(has_text="Rotation °")
+        thumb = slider.locator('[role="slider"]')
+        thumb.wait_for()
+        table = page.locator('[data-testid="stTable"]').first
+        before = table.inner_text()
+        assert "none" in before
+        thumb.focus()
+        for _ in range(4):  # 4 steps of 0.5° to the right
+            page.keyboard.press("ArrowRight")
+        table.filter(has_text="rotate=2").wait_for(timeout=60_000)
+        assert table.inner_text() != before
+        page.screenshot(path=str(tmp_path / "ssim.png"), full_page=True)

@@ -50,3 +50,48 @@ def test_errors_exit_nonzero_with_one_line(tmp_path):
         r = run(*args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert r.stdout == "" and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+
+
+def test_compare_video_and_image(tmp_path):
+    r = run("compare", "synthetic:rotate_cw:1", "--transform", "rotate=5,zoom=0.95,noise=0.02", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) >= {"ssim", "l1", "l2", "linf", "l21"} and 0 < out["ssim"] < 1 and out["l2"] > 0
+    import cv2
+    import numpy as np
+
+    from core.data import make_clip
+
+    img = (make_clip("zoom_in", 2).video[0].permute(1, 2, 0).numpy()[..., ::-1] * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "f.png"), img)
+    r = run("compare", str(tmp_path / "f.png"), "--transform", "rotate=0", "--json")
+    out = json.loads(r.stdout)
+    assert out["kind"] == "image" and "l21" not in out and out["ssim"] == 1.0 and out["l2"] == 0.0
+
+
+def test_compare_errors():
+    for t in ("rotate=500", "wobble=1", "rotate"):
+        r = run("compare", "synthetic:rotate_cw:1", "--transform", t)
+        assert r.returncode == 2 and r.stderr.startswith("error: ")
+
+
+def test_flow_cli(tmp_path):
+    r = run("flow", "synthetic:translate_right:3", "--method", "farneback", "--json", "--out", str(tmp_path / "f.npy"))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["shape"] == [15, 2, 64, 64] and out["max_magnitude"] >= out["mean_magnitude"] > 0
+    import numpy as np
+
+    assert np.load(tmp_path / "f.npy").shape == (15, 2, 64, 64)
+    r = run("flow", "--eval", "--methods", "farneback,horn_schunck", "--clips-per-class", "1", "--json")
+    ev = json.loads(r.stdout)
+    assert set(ev["methods"]) == {"farneback", "horn_schunck"}
+    assert all(v["epe"] < ev["zero_flow_epe"] for v in ev["methods"].values())
+    r = run("flow", "--json")
+    assert r.returncode == 2
+
+
+def test_bench_flow_prints_ratios():
+    r = run("bench", "flow", "--quick")
+    assert r.returncode == 0, r.stderr
+    assert "×fb" in r.stdout and "horn_schunck" in r.stdout and "tvl1" in r.stdout

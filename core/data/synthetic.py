@@ -50,7 +50,7 @@ SPLIT_OFFSETS: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000
 
 MIN_SIZE, MAX_SIZE = 16, 512
 #: Bump whenever rendering changes: cached datasets and trained models depend on it.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MIN_FRAMES, MAX_FRAMES = 2, 256
 
 
@@ -111,7 +111,7 @@ def _params(label: int, rng: np.random.Generator, frames: int, size: int) -> dic
         "radius": float(rng.uniform(0.17, 0.24) * size),
         "theta0": float(rng.uniform(-math.pi, math.pi)),
         "aspect": float(rng.uniform(0.65, 0.85)),
-        "marker": [float(rng.uniform(0.45, 0.65)), float(rng.uniform(-0.3, 0.3))],
+        "marker": [float(rng.uniform(0.5, 0.62)), float(rng.uniform(-0.2, 0.2))],
         "marker_bright": bool(rng.random() < 0.5),
         "centre": [float(size / 2 + rng.uniform(-0.08, 0.08) * size),
                    float(size / 2 + rng.uniform(-0.08, 0.08) * size)],
@@ -132,7 +132,7 @@ def _params(label: int, rng: np.random.Generator, frames: int, size: int) -> dic
         p["velocity"] = [float(d[0] * speed + (jitter if d[0] == 0 else 0.0)),
                          float(d[1] * speed + (jitter if d[1] == 0 else 0.0))]
     elif name.startswith("rotate"):
-        w = math.radians(rng.uniform(4.0, 9.0))
+        w = math.radians(rng.uniform(5.0, 10.0))
         p["omega"] = float(w if name == "rotate_cw" else -w)
     else:
         span = max(frames - 1, 1)
@@ -185,7 +185,7 @@ def make_clip(label: int | str, seed: int, frames: int = 16, size: int = 64) -> 
     rng = np.random.default_rng([label, seed, frames, size])
     p = _params(label, rng, frames, size)
     tex_bg = _texture(rng, 96, 0.35)
-    tex_obj = _texture(rng, 64, 0.55)
+    tex_obj = _texture(rng, 64, 0.35)
     marker_col = torch.tensor([0.97, 0.95, 0.9] if p["marker_bright"] else [0.05, 0.05, 0.1])
 
     ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64),
@@ -210,7 +210,7 @@ def make_clip(label: int | str, seed: int, frames: int = 16, size: int = 64) -> 
         ob = F.grid_sample(tex_obj, (u * 0.9).float().view(1, size, size, 2), mode="bilinear",
                            padding_mode="reflection", align_corners=True)[0]
         mk = (u - torch.tensor(p["marker"], dtype=torch.float64)).norm(dim=-1)
-        m_alpha = ((0.24 - mk) * radius * scale + 0.5).clamp(0.0, 1.0).float().view(1, size, size)
+        m_alpha = ((0.28 - mk) * radius * scale + 0.5).clamp(0.0, 1.0).float().view(1, size, size)
         ob = ob * (1 - m_alpha) + marker_col.view(3, 1, 1) * m_alpha
         al = alpha.float().view(1, size, size)
         video[t] = (bg * (1 - al) + ob * al).clamp(0.0, 1.0)

@@ -32,14 +32,14 @@ def _conv(cin: int, cout: int, k: int = 3, s: int = 2) -> nn.Sequential:
 
 
 class FrameEncoder(nn.Module):
-    """Per-frame CNN: ``(N, C, H, W) -> (N, feat_dim)``; keeps an 8×8 spatial layout so position,
+    """Per-frame CNN: ``(N, C, H, W) -> (N, feat_dim)``; keeps a 4×4 spatial layout so position,
     size and orientation of the object survive into the features."""
 
     def __init__(self, in_ch: int = 3, feat_dim: int = 128, width: int = 16) -> None:
         super().__init__()
         self.body = nn.Sequential(_conv(in_ch, width, 5), _conv(width, 2 * width),
-                                  _conv(2 * width, 2 * width), nn.AdaptiveAvgPool2d(8))
-        self.proj = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 64, feat_dim), nn.ReLU(inplace=True))
+                                  _conv(2 * width, 2 * width), nn.AdaptiveAvgPool2d(4))
+        self.proj = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, feat_dim), nn.ReLU(inplace=True))
         self.feat_dim = feat_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
