@@ -1,6 +1,7 @@
 """Procedural motion-action videos with exact ground-truth optical flow.
 
-Each clip shows a textured object (disk, ellipse or rounded square with an orientation marker)
+Each clip shows a textured object (disk, ellipse or rounded square with a high-contrast
+"clock hand" that makes its orientation visible in every frame)
 over a textured background that may drift slowly. The *class is the motion of the object*, never
 its appearance: textures, shapes, colours, positions and sizes are drawn at random for every clip,
 independently of the class. This mirrors action recognition in the papers, where optical flow
@@ -50,7 +51,7 @@ SPLIT_OFFSETS: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000
 
 MIN_SIZE, MAX_SIZE = 16, 512
 #: Bump whenever rendering changes: cached datasets and trained models depend on it.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 MIN_FRAMES, MAX_FRAMES = 2, 256
 
 
@@ -209,8 +210,13 @@ def make_clip(label: int | str, seed: int, frames: int = 16, size: int = 64) -> 
                            padding_mode="reflection", align_corners=True)[0]
         ob = F.grid_sample(tex_obj, (u * 0.9).float().view(1, size, size, 2), mode="bilinear",
                            padding_mode="reflection", align_corners=True)[0]
-        mk = (u - torch.tensor(p["marker"], dtype=torch.float64)).norm(dim=-1)
-        m_alpha = ((0.28 - mk) * radius * scale + 0.5).clamp(0.0, 1.0).float().view(1, size, size)
+        # orientation marker: a high-contrast "clock hand" from the centre towards p["marker"]
+        e = torch.tensor(p["marker"], dtype=torch.float64)
+        e = e / e.norm()
+        along = u @ e
+        across = (u @ torch.stack([-e[1], e[0]])).abs()
+        hand = torch.minimum(torch.minimum(along + 0.05, 0.8 - along), 0.13 - across)
+        m_alpha = (hand * radius * scale + 0.5).clamp(0.0, 1.0).float().view(1, size, size)
         ob = ob * (1 - m_alpha) + marker_col.view(3, 1, 1) * m_alpha
         al = alpha.float().view(1, size, size)
         video[t] = (bg * (1 - al) + ob * al).clamp(0.0, 1.0)

@@ -15,7 +15,7 @@ from core.checks import check_video
 from core.errors import ParameterError
 from core.flow.classic import farneback, ilk, tvl1
 from core.flow.horn_schunck import horn_schunck
-from core.flow.warp import impose_flow, warp
+from core.flow.warp import impose_flow, impose_flow_batch, warp
 
 FlowMethod = Literal["farneback", "tvl1", "ilk", "horn_schunck"]
 METHODS: tuple[str, ...] = ("farneback", "tvl1", "ilk", "horn_schunck")
@@ -48,4 +48,4 @@ def compute_flow(video: torch.Tensor, method: FlowMethod = "horn_schunck", **par
 
 
 __all__ = ["DIFFERENTIABLE", "METHODS", "FlowMethod", "compute_flow", "farneback", "horn_schunck",
-           "ilk", "impose_flow", "pair_flow", "tvl1", "warp"]
+           "ilk", "impose_flow", "impose_flow_batch", "pair_flow", "tvl1", "warp"]

@@ -69,5 +69,19 @@ def impose_flow(video: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """
     check_video(video, min_frames=2)
     check_flow(delta, frames=video.shape[0], size=tuple(video.shape[-2:]), name="delta")
-    moved = warp(video[1:], -delta)
-    return torch.cat([video[:1], moved], dim=0).clamp(0.0, 1.0)
+    return impose_flow_batch(video, delta.unsqueeze(0))[0]
+
+
+def impose_flow_batch(video: torch.Tensor, delta: torch.Tensor, pairs: list[int] | None = None) -> torch.Tensor:
+    """:func:`impose_flow` for a batch of perturbations ``delta (K, T-1, 2, H, W)`` of one video.
+
+    Only the frames ``t+1`` of ``pairs`` (default: every pair) are warped; the others are copied.
+
+    Returns:
+        ``(K, T, 3, H, W)`` in [0, 1].
+    """
+    k = delta.shape[0]
+    out = video.unsqueeze(0).expand(k, *video.shape).clone()
+    for t in range(delta.shape[1]) if pairs is None else pairs:
+        out[:, t + 1] = warp(video[t + 1].unsqueeze(0).expand(k, *video.shape[1:]), -delta[:, t]).clamp(0.0, 1.0)
+    return out

@@ -1,0 +1,192 @@
+"""Lower bound of FMSR by admissible A* over the game tree (Wu & Kwiatkowska §5.2, Algorithm 1).
+
+**Game tree.** Nodes are τ-grid points ``z = τ k`` (``k ∈ ℤ^D``) reached from the root ``0`` by
+atomic manipulations ``±τ`` of one dimension (Def. 5). A move only pushes a dimension *further
+from 0*, and dimensions are touched in increasing index order (a node whose last move was on
+dimension ``j`` may push ``j`` again, in its sign, or set any ``i > j`` to ``±τ``). Every grid
+point therefore has exactly one path from the root (no duplicates), along which the distance
+never decreases, and every descendant ``z'`` of ``z`` is *orthant-aligned*: ``z'_i − z_i`` has the
+sign of ``z_i`` wherever ``z_i ≠ 0``. Player I's choice of flows and Player II's choice of
+dimensions are both folded into the choice of the dimension index.
+
+**Cost.** ``g(z) = ‖δ(z)‖_p`` (the distance so far); the goal is any adversarial grid point
+(margin < 0) inside the budget ball ``‖δ‖_p ≤ d``; nodes outside the ball are never generated.
+
+**Heuristics and admissibility** (``f`` must never exceed the distance of the nearest adversarial
+descendant ``z'``):
+
+* ``zero``: ``f(z) = g(z)``. Since ``‖z'‖ ≥ ‖z‖`` for every descendant, ``f`` is admissible
+  with no assumption at all: the lower bound is valid for FMSR on the grid outright.
+* ``lipschitz`` with ``L`` such that ``|m(a) − m(b)| ≤ L ‖δ(a) − δ(b)‖_p`` (m = the logit margin of
+  the original decision): an adversarial ``z'`` has ``m(z') ≤ 0``, so ``‖δ(z') − δ(z)‖ ≥ h(z) =
+  m(z)/L``. Orthant alignment then gives, per norm, the admissible combination
+    - ℓ1: ``‖z'‖₁ = ‖z‖₁ + ‖z' − z‖₁``             → ``f = g + h``
+    - ℓ2: ``‖z'‖₂² ≥ ‖z‖₂² + ‖z' − z‖₂²``           → ``f = √(g² + h²)``
+    - ℓ∞: ``‖z'‖∞ ≥ max(‖z‖∞, ‖z' − z‖∞)``        → ``f = max(g, h)``
+  (for ℓ2 and ℓ∞, ``g + h`` would *not* be admissible). Valid when ``L`` is a true Lipschitz
+  constant; an estimated ``L`` gives an estimate, not a guarantee.
+
+Children are not evaluated when generated: a child's ``h`` starts from the parent's bound
+``h(parent) − τ w_p`` (still admissible, by the Lipschitz property) and the model is run when the
+node is popped — in batches of the ``batch`` best nodes. An evaluated node whose true ``f`` is
+larger is pushed back (lazy re-evaluation); ``f`` only grows, so admissibility is kept.
+
+**Bounds.** The lower bound is ``min(min f over the open set, best goal found)``, kept monotone
+non-decreasing. It becomes exact (= FMSR) when it reaches the distance of a verified adversarial
+node; when the open set empties inside the budget, the clip is robust within ``d``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from core.errors import ParameterError
+from core.msr.space import Evaluator, check_metric
+
+
+@dataclass(order=True)
+class Node:
+    f: float
+    tie: int
+    key: tuple = field(compare=False)  # ((dim, k), ...) sorted by dim, k ≠ 0
+    last: int = field(compare=False, default=-1)
+    s: float = field(compare=False, default=0.0)  # Σ|k|^p (p = 1, 2) or max|k| (∞)
+    norm: float = field(compare=False, default=0.0)
+    h: float = field(compare=False, default=0.0)
+    margin: float | None = field(compare=False, default=None)
+
+
+class AdmissibleAStar:
+    """Anytime A*: call :meth:`step` repeatedly; read ``lower``, ``exact``, ``robust``."""
+
+    def __init__(self, ev: Evaluator, metric: str, tau: float, budget: float, heuristic: str = "zero",
+                 lipschitz: float | None = None, batch: int = 16) -> None:
+        self.p = check_metric(metric)
+        if not tau > 0:
+            raise ParameterError(f"tau must be > 0, got {tau}")
+        if not budget > 0:
+            raise ParameterError(f"budget must be > 0, got {budget}")
+        if heuristic not in ("zero", "lipschitz"):
+            raise ParameterError(f"heuristic must be 'zero' or 'lipschitz', got {heuristic!r}")
+        if heuristic == "lipschitz" and not (lipschitz and lipschitz > 0):
+            raise ParameterError("the lipschitz heuristic needs a Lipschitz constant L > 0")
+        self.ev, self.metric, self.tau, self.budget = ev, metric, float(tau), float(budget)
+        self.heuristic, self.L, self.batch = heuristic, lipschitz, int(batch)
+        self.D = ev.space.dims
+        self.w = ev.space.weight(metric)
+        self.step_dist = self.w * self.tau  # distance of one atomic move, in any ℓp
+        self._tie = itertools.count()
+        m0 = float(ev.margins(torch.zeros(1, self.D))[0])
+        root = Node(0.0, next(self._tie), (), -1, 0.0, 0.0, 0.0, m0)
+        root.h = self._h(m0)
+        root.f = self._combine(0.0, root.h)
+        self.open: list[Node] = [root]
+        self.lower = 0.0
+        self.best_goal: Node | None = None
+        self.best_goal_check: dict | None = None
+        self.best_safe: Node = root
+        self.expanded = 0
+        self.generated = 1
+        self.iterations = 0
+        self.exact = False
+        self.robust = False
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _h(self, margin: float) -> float:
+        return 0.0 if self.heuristic == "zero" else max(margin, 0.0) / self.L
+
+    def _combine(self, g: float, h: float) -> float:
+        if self.p == 1.0:
+            return g + h
+        if self.p == 2.0:
+            return math.hypot(g, h)
+        return max(g, h)
+
+    def _norm_from_s(self, s: float) -> float:
+        if self.p == 1.0:
+            return self.w * self.tau * s
+        if self.p == 2.0:
+            return self.w * self.tau * math.sqrt(s)
+        return self.tau * s
+
+    def z_of(self, node: Node) -> torch.Tensor:
+        z = torch.zeros(self.D, dtype=torch.float64)
+        for i, k in node.key:
+            z[i] = self.tau * k
+        return z
+
+    @property
+    def done(self) -> bool:
+        return self.exact or self.robust
+
+    # -- search --------------------------------------------------------------------------------
+    def _expand(self, n: Node) -> None:
+        self.expanded += 1
+        keyd = dict(n.key)
+        moves = []
+        if n.last >= 0:
+            k = keyd[n.last]
+            moves.append((n.last, k + (1 if k > 0 else -1)))
+        for i in range(n.last + 1, self.D):
+            moves.append((i, 1))
+            moves.append((i, -1))
+        h_child = max(n.h - self.step_dist, 0.0) if self.heuristic == "lipschitz" else 0.0
+        for i, k in moves:
+            old = abs(keyd.get(i, 0))
+            if self.p == 1.0:
+                s = n.s - old + abs(k)
+            elif self.p == 2.0:
+                s = n.s - old * old + k * k
+            else:
+                s = max(n.s, abs(k))
+            norm = self._norm_from_s(s)
+            if norm > self.budget + 1e-9:
+                continue
+            key = tuple(sorted({**keyd, i: k}.items()))
+            heapq.heappush(self.open, Node(self._combine(norm, h_child), next(self._tie), key, i, s, norm, h_child))
+            self.generated += 1
+
+    def step(self) -> None:
+        """Pop and evaluate the ``batch`` best open nodes, expand the safe ones, update the bound."""
+        if self.done:
+            return
+        self.iterations += 1
+        goal_norm = self.best_goal.norm if self.best_goal else math.inf
+        popped: list[Node] = []
+        while self.open and len(popped) < self.batch and self.open[0].f < goal_norm:
+            popped.append(heapq.heappop(self.open))
+        todo = [n for n in popped if n.margin is None]
+        if todo:
+            ms = self.ev.margins(torch.stack([self.z_of(n) for n in todo]))
+            for n, m in zip(todo, ms.tolist()):
+                n.margin = m
+                if self.heuristic == "lipschitz":
+                    n.h = max(n.h, self._h(m))
+        for n in popped:
+            if n.margin < 0:  # a goal: verify with a fresh, full forward pass
+                chk = self.ev.verify(self.z_of(n).float())
+                if chk["adversarial"]:
+                    if self.best_goal is None or n.norm < self.best_goal.norm:
+                        self.best_goal, self.best_goal_check = n, chk
+                    continue
+                n.margin = max(chk["margin"], 0.0)
+            f_true = self._combine(n.norm, n.h)
+            if f_true > n.f + 1e-12:  # lazy re-evaluation: push back with its true estimate
+                n.f = f_true
+                heapq.heappush(self.open, n)
+                continue
+            if n.norm >= self.best_safe.norm:
+                self.best_safe = n
+            self._expand(n)
+        frontier = self.open[0].f if self.open else math.inf
+        goal = self.best_goal.norm if self.best_goal else math.inf
+        self.lower = max(self.lower, min(frontier, goal, self.budget))
+        if self.best_goal is not None and self.lower >= goal - 1e-12:
+            self.exact, self.lower = True, goal
+        elif not self.open and self.best_goal is None:
+            self.robust, self.lower = True, self.budget

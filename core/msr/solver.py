@@ -1,0 +1,262 @@
+"""Anytime converging bounds of the maximum safe radius w.r.t. optical flow (Wu & Kwiatkowska 2020).
+
+Definitions (the paper's, in our units — distances of the flow perturbation δ in pixels):
+
+* MSR(d) = min ‖δ‖_p over δ in the ball ‖δ‖_p ≤ d whose imposed video changes the decision
+  (Def. 3, via flows §3.2); ``d + ε`` if there is none.
+* FMSR(d, τ) = the same minimum over the τ-grid of the manipulation space (Def. 6).
+* Theorem 1: ``FMSR − ½ d̃(L^p, τ) ≤ MSR ≤ FMSR`` with ``d̃`` = ``|D|τ``, ``√|D| τ``, ``τ``
+  (times the block weight, see :mod:`core.msr.space`) — valid when τ is small enough for the
+  network's Lipschitz constant (Eq. 5).
+
+:class:`MSRSolver` interleaves the gradient search (upper bounds, :mod:`core.msr.upper`) and the
+admissible A* (lower bound, :mod:`core.msr.astar`) and yields one event per iteration; it can be
+stopped at any time and resumed by calling :meth:`MSRSolver.run` again. All bounds refer to the
+chosen manipulation space (flows, block size); a bigger space can only lower the true radius.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from core.checks import check_video
+from core.errors import ParameterError
+from core.msr.astar import AdmissibleAStar
+from core.msr.space import BrightnessSpace, Evaluator, FlowSpace, ManipulationSpace, check_metric
+from core.msr.upper import GradientSearch
+
+
+@dataclass
+class MSRParams:
+    """Parameters of one MSR computation (flat, JSON-serialisable)."""
+
+    metric: str = "l2"
+    tau: float = 0.25
+    budget: float = 60.0
+    flows: list[int] | None = None  # frame pairs Player I may manipulate; default: the middle pair
+    block: int = 8
+    heuristic: str = "zero"
+    lipschitz: float | None = None
+    max_iters: int = 300
+    time_limit: float = 60.0
+    batch: int = 16
+    space: str = "flow"  # "flow" or "brightness"
+    frames: list[int] | None = None  # brightness: frames to brighten; default: all
+    upper: bool = True  # run the gradient search too
+
+    def validate(self, frames_in_video: int) -> MSRParams:
+        check_metric(self.metric)
+        for name, v, lo, hi in (("tau", self.tau, 1e-4, 100.0), ("budget", self.budget, 1e-6, 1e9),
+                                ("max_iters", self.max_iters, 1, 10_000_000),
+                                ("time_limit", self.time_limit, 0.01, 86_400.0), ("batch", self.batch, 1, 4096)):
+            if not (isinstance(v, (int, float)) and lo <= v <= hi and not math.isnan(v)):
+                raise ParameterError(f"{name} must be in [{lo:g}, {hi:g}], got {v!r}")
+        if self.space not in ("flow", "brightness"):
+            raise ParameterError(f"space must be 'flow' or 'brightness', got {self.space!r}")
+        if self.flows is None:
+            self.flows = [max(0, frames_in_video // 2 - 1)]
+        if self.frames is None:
+            self.frames = list(range(frames_in_video))
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_space(video: torch.Tensor, params: MSRParams) -> ManipulationSpace:
+    if params.space == "brightness":
+        return BrightnessSpace(video, params.frames)
+    return FlowSpace(video, params.flows, params.block)
+
+
+def estimate_lipschitz(ev: Evaluator, metric: str, radius: float, samples: int = 12, seed: int = 0) -> dict:
+    """Sampled local estimate of the margin's Lipschitz constant w.r.t. the distance:
+    ``max ‖∇_z m‖_q / w_p`` (q the dual exponent) over random points of the ball of ``radius``.
+
+    This is an **estimate, not a guarantee**: the maximum over samples can miss larger slopes.
+    """
+    p = check_metric(metric)
+    q = 1.0 if math.isinf(p) else (math.inf if p == 1.0 else p / (p - 1.0))
+    w = ev.space.weight(metric)
+    g = torch.Generator().manual_seed(seed)
+    best = 0.0
+    for i in range(samples):
+        z = torch.randn(ev.space.dims, generator=g, dtype=torch.float64)
+        r = radius * (i / max(samples - 1, 1))
+        n = float(ev.space.norm(z, metric))
+        z = z * (r / n) if n > 0 else z * 0
+        _, grad = ev.margin_and_grad(z)
+        best = max(best, float(torch.linalg.vector_norm(grad, ord=q)) / w)
+    return {"L": best, "samples": samples, "radius": radius, "kind": "estimate, not a guarantee"}
+
+
+def tau_from_lipschitz(margin: float, lipschitz: float, space: ManipulationSpace, metric: str) -> float:
+    """Largest τ with ``d̃(L^p, τ) ≤ margin / L`` (Eq. 5, with L the Lipschitz constant of the
+    margin itself, which is at most ``Lip_y + Lip_c``)."""
+    if not (lipschitz > 0 and margin > 0):
+        raise ParameterError("tau from Eq. (5) needs a positive margin and a Lipschitz constant L > 0")
+    return (margin / lipschitz) / space.grid_width(1.0, metric)
+
+
+@dataclass
+class Event:
+    iteration: int
+    seconds: float
+    lower: float
+    upper: float
+    upper_msr: float
+    nodes: int
+    evaluations: int
+    exact: bool
+    robust: bool
+    witness: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MSRSolver:
+    """Anytime bounds: ``for ev in solver.run(): …``; ``solver.stop()`` from another thread."""
+
+    def __init__(self, model: nn.Module, video: torch.Tensor, params: MSRParams, classes: list[str] | None = None,
+                 device: torch.device | str | None = None) -> None:
+        check_video(video, min_frames=2)
+        dev = torch.device(device) if device is not None else next(iter(model.parameters()), torch.empty(0)).device
+        self.video = video.to(dev)
+        self.model = model
+        self.params = params.validate(video.shape[0])
+        self.space = make_space(self.video, self.params)
+        self.ev = Evaluator(model, self.space, batch=max(8, self.params.batch * 2))
+        self.classes = classes
+        self.band = 0.5 * self.space.grid_width(self.params.tau, self.params.metric)
+        self.astar = AdmissibleAStar(self.ev, self.params.metric, self.params.tau, self.params.budget,
+                                     self.params.heuristic, self.params.lipschitz, self.params.batch)
+        self.upper_search = GradientSearch(self.ev, self.params.metric, self.params.tau) if self.params.upper else None
+        self.trace: list[dict] = []
+        self.elapsed = 0.0
+        self.iteration = 0
+        self._stop = threading.Event()
+        self._upper = self._upper_msr = math.inf
+
+    # -- bounds --------------------------------------------------------------------------------
+    def _grid_witness(self):
+        """Best verified adversarial grid point: from the gradient search or from A* itself."""
+        cands = []
+        if self.upper_search is not None and self.upper_search.best_grid is not None:
+            w = self.upper_search.best_grid
+            cands.append((w.distance, w.z, w.check))
+        if self.astar.best_goal is not None:
+            cands.append((self.astar.best_goal.norm, self.astar.z_of(self.astar.best_goal), self.astar.best_goal_check))
+        return min(cands, key=lambda c: c[0]) if cands else None
+
+    def bounds(self) -> tuple[float, float, float]:
+        """``(lower, upper, upper_msr)``: FMSR ∈ [lower, upper]; MSR ≤ upper_msr. Without a witness
+        inside the budget, upper = budget (standing for d + ε)."""
+        d = self.params.budget
+        gw = self._grid_witness()
+        up = gw[0] if gw is not None and gw[0] <= d else d
+        cont = self.upper_search.best.distance if self.upper_search and self.upper_search.best else math.inf
+        up_msr = min(cont, up)
+        self._upper = min(self._upper, up)  # monotone non-increasing
+        self._upper_msr = min(self._upper_msr, up_msr, self._upper)
+        lower = min(self.astar.lower, self._upper)
+        return lower, self._upper, self._upper_msr
+
+    @property
+    def done(self) -> bool:
+        return self.astar.done
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, max_iters: int | None = None, time_limit: float | None = None) -> Iterator[dict]:
+        """Yield one event per iteration until done, stopped, ``max_iters`` more iterations or
+        ``time_limit`` more seconds (defaults from the params). Calling it again resumes."""
+        self._stop.clear()
+        max_iters = self.params.max_iters if max_iters is None else max_iters
+        time_limit = self.params.time_limit if time_limit is None else time_limit
+        start_it, t_start = self.iteration, time.perf_counter()
+        base = self.elapsed
+        while not self.done and not self._stop.is_set():
+            if self.iteration - start_it >= max_iters or time.perf_counter() - t_start >= time_limit:
+                break
+            self.iteration += 1
+            if self.upper_search is not None and not self.upper_search.converged:
+                self.upper_search.step()
+            self.astar.step()
+            self.elapsed = base + time.perf_counter() - t_start
+            lower, upper, upper_msr = self.bounds()
+            ev = Event(self.iteration, self.elapsed, lower, upper, upper_msr, self.astar.generated,
+                       self.ev.evaluations, self.astar.exact, self.astar.robust,
+                       self._grid_witness() is not None).to_dict()
+            self.trace.append(ev)
+            yield ev
+
+    def run_all(self, **kw) -> dict:
+        for _ in self.run(**kw):
+            pass
+        return self.result()
+
+    # -- results -------------------------------------------------------------------------------
+    def _name(self, k: int):
+        return self.classes[k] if self.classes else k
+
+    def measured_flow_distance(self, z: torch.Tensor) -> float | None:
+        """‖P(v'(δ)) − P(v)‖_p with the torch Horn–Schunck flow over every frame pair."""
+        if not isinstance(self.space, FlowSpace):
+            return None
+        from core.flow import compute_flow
+
+        with torch.no_grad():
+            v2 = self.space.apply(z.view(1, -1).float().to(self.video.device))[0]
+            diff = (compute_flow(v2) - compute_flow(self.video)).flatten().double()
+        p = {"l1": 1, "l2": 2, "linf": math.inf}[self.params.metric]
+        return float(torch.linalg.vector_norm(diff, ord=p))
+
+    def witness_video(self) -> torch.Tensor | None:
+        gw = self._grid_witness()
+        if gw is None:
+            return None
+        with torch.no_grad():
+            return self.space.apply(gw[1].view(1, -1).float().to(self.video.device))[0].cpu()
+
+    def safe_video(self) -> torch.Tensor:
+        with torch.no_grad():
+            z = self.astar.z_of(self.astar.best_safe)
+            return self.space.apply(z.view(1, -1).float().to(self.video.device))[0].cpu()
+
+    def result(self) -> dict:
+        """The flat, JSON-serialisable record of the CLI (``msr --json``)."""
+        lower, upper, upper_msr = self.bounds()
+        gw = self._grid_witness()
+        orig = torch.softmax(self.ev.base_logits, 0)
+        witness = None
+        if gw is not None:
+            dist, z, chk = gw
+            witness = {"flow_distance": dist, "measured_flow_distance": self.measured_flow_distance(z),
+                       "orig_label": self._name(self.ev.label), "orig_confidence": float(orig[self.ev.label]),
+                       "adv_label": self._name(chk["label"]), "adv_confidence": chk["confidence"],
+                       "within_budget": dist <= self.params.budget}
+        safe = self.astar.best_safe
+        return {
+            "trace": [{k: e[k] for k in ("iteration", "seconds", "lower", "upper")} for e in self.trace],
+            "lower": lower, "upper": upper, "upper_msr": upper_msr,
+            "msr_lower": max(0.0, lower - self.band), "band": self.band,
+            "exact": self.astar.exact, "robust_within_budget": self.astar.robust,
+            "witness": witness,
+            "safe_example": {"flow_distance": safe.norm,
+                             "measured_flow_distance": self.measured_flow_distance(self.astar.z_of(safe))},
+            "iterations": self.iteration, "seconds": self.elapsed, "nodes": self.astar.generated,
+            "expanded": self.astar.expanded, "evaluations": self.ev.evaluations,
+            "manipulation_space": self.space.describe(), "dims": self.space.dims,
+            "original_label": self._name(self.ev.label),
+            "params": self.params.to_dict(),
+        }

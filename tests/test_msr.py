@@ -1,0 +1,205 @@
+"""MSR bounds (Wu & Kwiatkowska): exactness against brute force, invariants, witnesses."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from core.data import make_clip
+from core.errors import ParameterError
+from core.msr import (BrightnessSpace, Evaluator, FlowSpace, MSRParams, MSRSolver, estimate_lipschitz,
+                      finite_difference_grad, tau_from_lipschitz)
+
+
+class PixelLinear(nn.Module):
+    """Two-class linear classifier on the video pixels, margin at the clean clip = ``m0``."""
+
+    def __init__(self, video: torch.Tensor, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = nn.Parameter(torch.randn(2, video.numel(), generator=g) * 0.05, requires_grad=False)
+        self.b = nn.Parameter(torch.zeros(2), requires_grad=False)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w.T + self.b
+
+
+TAU, BLOCK = 0.5, 8
+
+
+def _problem(metric: str, seed: int = 0):
+    video = make_clip("rotate_cw", 5, frames=3, size=16).video
+    model = PixelLinear(video, seed).eval()
+    space = FlowSpace(video, [0], BLOCK)  # D = 2 channels × 2 × 2 blocks = 8
+    # all τ-grid points with |k_i| <= 2 (5^8 = 390625 is too many: use the L1 ball of radius 3)
+    pts = [k for k in itertools.product(range(-3, 4), repeat=space.dims) if sum(map(abs, k)) <= 3]
+    z = torch.tensor(pts, dtype=torch.float64) * TAU
+    with torch.no_grad():  # change of (logit1 - logit0), bias-free; class 1 will be the decision
+        diff = torch.cat([model(space.apply(zb)) for zb in z.split(4096)]).double()
+        base = model(video.unsqueeze(0))[0].double()
+    delta = (diff[:, 1] - diff[:, 0]) - (base[1] - base[0])
+    norms = space.norm(z, metric)
+    # choose the bias so that no single move is adversarial but some 2- or 3-move point is
+    level1 = torch.tensor([sum(map(abs, k)) == 1 for k in pts])
+    m0 = float((-delta[level1]).max()) + 1e-3
+    assert float((-delta).max()) > m0, "precondition: an adversarial grid point exists"
+    with torch.no_grad():
+        base = model(video.unsqueeze(0))[0]
+        model.b[1] = m0 - float(base[1] - base[0]) + model.b[1]
+    margins = m0 + delta
+    assert Evaluator(model, space).label == 1
+    return video, model, space, z, norms, margins
+
+
+def _brute_fmsr(norms, margins, budget):
+    adv = (margins < 0) & (norms <= budget + 1e-9)
+    return float(norms[adv].min()) if adv.any() else math.inf
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2", "linf"])
+def test_zero_heuristic_astar_equals_brute_force(metric):
+    video, model, space, z, norms, margins = _problem(metric)
+    # a budget the enumerated L1-ball of radius 3 covers completely for this metric
+    w = space.weight(metric)
+    budget = {"l1": 3 * TAU * w, "l2": math.sqrt(3) * TAU * w, "linf": TAU}[metric]
+    budget = budget if metric != "linf" else TAU  # L∞: every point with |k_i| <= 1 … too many; use τ
+    fmsr = _brute_fmsr(norms, margins, budget)
+    params = MSRParams(metric=metric, tau=TAU, budget=budget, flows=[0], block=BLOCK, max_iters=100_000,
+                       time_limit=120, batch=8, upper=False)
+    solver = MSRSolver(model, video, params)
+    events = list(solver.run())
+    res = solver.result()
+    if math.isinf(fmsr):
+        assert res["robust_within_budget"] and res["lower"] == pytest.approx(budget)
+    else:
+        assert res["exact"] and res["lower"] == pytest.approx(fmsr) and res["upper"] == pytest.approx(fmsr)
+    for e in events:
+        assert e["lower"] <= min(fmsr, budget) + 1e-9 <= e["upper"] + 1e-9
+        assert e["lower"] <= e["upper"] + 1e-12
+    lows = [e["lower"] for e in events]
+    ups = [e["upper"] for e in events]
+    assert lows == sorted(lows) and ups == sorted(ups, reverse=True)
+
+
+def test_l1_search_with_enumerated_budget_is_exact():
+    """L1 with budget 3 moves: the brute-force set is the whole ball — A* must match it exactly."""
+    video, model, space, z, norms, margins = _problem("l1", seed=1)
+    budget = 3 * TAU * space.weight("l1")
+    fmsr = _brute_fmsr(norms, margins, budget)
+    assert math.isfinite(fmsr)
+    solver = MSRSolver(model, video, MSRParams(metric="l1", tau=TAU, budget=budget, flows=[0], block=BLOCK,
+                                               max_iters=100_000, batch=4, upper=True))
+    res = solver.run_all()
+    assert res["exact"] and res["lower"] == pytest.approx(fmsr)
+    assert res["witness"] is not None and res["witness"]["flow_distance"] == pytest.approx(fmsr)
+    w = solver.witness_video()
+    with torch.no_grad():
+        assert int(model(w.unsqueeze(0)).argmax()) != solver.ev.label  # the witness really flips
+
+
+def test_lipschitz_heuristic_with_valid_constant_is_exact():
+    video, model, space, z, norms, margins = _problem("l2", seed=2)
+    budget = math.sqrt(3) * TAU * space.weight("l2")
+    fmsr = _brute_fmsr(norms, margins, budget)
+    ev = Evaluator(model, space)
+    L = 4 * estimate_lipschitz(ev, "l2", budget, samples=16)["L"]  # generous: a safe constant here
+    params = MSRParams(metric="l2", tau=TAU, budget=budget, flows=[0], block=BLOCK, heuristic="lipschitz",
+                       lipschitz=L, max_iters=100_000, batch=4, upper=False)
+    s = MSRSolver(model, video, params)
+    first = next(s.run())
+    assert first["lower"] > 0  # the heuristic lifts the bound from the first iteration
+    res = s.run_all()
+    if math.isfinite(fmsr):
+        assert res["exact"] and res["lower"] == pytest.approx(fmsr)
+    else:
+        assert res["robust_within_budget"]
+
+
+def test_no_pgd_adversarial_below_the_lower_bound():
+    """Projected gradient descent in δ-space with random restarts never beats the lower bound
+    (after snapping to the τ-grid, where the bound is for FMSR)."""
+    video, model, space, *_ = _problem("l2", seed=3)
+    budget = 2.0 * TAU * space.weight("l2")
+    s = MSRSolver(model, video, MSRParams(metric="l2", tau=TAU, budget=budget, flows=[0], block=BLOCK,
+                                          max_iters=60, batch=8, upper=False))
+    lower = s.run_all()["lower"]
+    ev = Evaluator(model, space)
+    g = torch.Generator().manual_seed(0)
+    found = 0
+    for _restart in range(8):
+        z = torch.randn(space.dims, generator=g, dtype=torch.float64) * TAU
+        for _ in range(30):
+            m, grad = ev.margin_and_grad(z)
+            if m < 0:
+                break
+            z = z - 0.3 * TAU * grad / (grad.norm() + 1e-12)
+        zg = torch.round(z / TAU) * TAU
+        if ev.verify(zg.float())["adversarial"]:
+            found += 1
+            assert float(space.norm(zg, "l2")) >= lower - 1e-9
+    assert found > 0, "PGD found no adversarial at all: the check would be vacuous"
+
+
+def test_robust_within_small_budget():
+    video, model, space, *_ = _problem("linf")
+    s = MSRSolver(model, video, MSRParams(metric="linf", tau=TAU, budget=TAU * 0.99, flows=[0], block=BLOCK,
+                                          max_iters=50, upper=False))
+    res = s.run_all()
+    assert res["robust_within_budget"] and res["lower"] == pytest.approx(TAU * 0.99) == res["upper"]
+
+
+def test_finite_difference_agrees_with_autograd():
+    video, model, space, *_ = _problem("l2")
+    ev = Evaluator(model, space)
+    # away from integer displacements, where bilinear warping has kinks (one-sided gradients)
+    z = 0.3 + 0.2 * torch.rand(space.dims, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    _, g_auto = ev.margin_and_grad(z)
+    g_fd = finite_difference_grad(ev, z, h=0.01)
+    big = g_auto.abs() > 0.05 * g_auto.abs().max()
+    assert (torch.sign(g_auto[big]) == torch.sign(g_fd[big])).float().mean() >= 0.9
+    assert torch.allclose(g_auto, g_fd, rtol=0.2, atol=0.05 * float(g_auto.abs().max()))
+
+
+def test_fast_path_equals_full_model():
+    from core.models import build
+
+    model = build("cnn_lstm").eval()
+    video = make_clip("zoom_in", 1).video
+    space = FlowSpace(video, [3, 9], 16)
+    z = torch.randn(5, space.dims, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fast = Evaluator(model, space, fast=True)
+    full = Evaluator(model, space, fast=False)
+    assert fast.fast and not full.fast
+    assert torch.allclose(fast.margins(z), full.margins(z), atol=1e-4)
+
+
+def test_brightness_space_and_tau():
+    video, model, *_ = _problem("l2")
+    space = BrightnessSpace(video, [0, 1, 2])
+    assert space.dims == 3 and space.per_dim == 3 * 16 * 16
+    z = torch.tensor([[0.1, 0.0, -0.1]])
+    out = space.apply(z)
+    assert torch.allclose(out[0, 1], video[1]) and not torch.allclose(out[0, 0], video[0])
+    assert float(space.norm(z, "l2")[0]) == pytest.approx(math.sqrt(0.02 * 768))
+    s = MSRSolver(model, video, MSRParams(metric="l2", tau=0.02, budget=5.0, space="brightness",
+                                          max_iters=30, upper=False))
+    lows = [e["lower"] for e in s.run()]
+    assert lows == sorted(lows) and lows[-1] > 0
+    tau = tau_from_lipschitz(1.0, 2.0, space, "l2")
+    assert space.grid_width(tau, "l2") == pytest.approx(0.5)
+
+
+def test_parameters_are_checked():
+    video, model, *_ = _problem("l2")
+    with pytest.raises(ParameterError, match="metric"):
+        MSRSolver(model, video, MSRParams(metric="l3"))
+    with pytest.raises(ParameterError, match="tau"):
+        MSRSolver(model, video, MSRParams(tau=0))
+    with pytest.raises(ParameterError, match="block"):
+        MSRSolver(model, video, MSRParams(block=5))
+    with pytest.raises(ParameterError, match="flows"):
+        MSRSolver(model, video, MSRParams(flows=[7]))
+    with pytest.raises(ParameterError, match="Lipschitz"):
+        MSRSolver(model, video, MSRParams(heuristic="lipschitz"))
