@@ -54,9 +54,62 @@ def bench_flow(quick: bool = False, echo: bool = True) -> dict:
     return out
 
 
+def bench_msr(quick: bool = False, echo: bool = True) -> dict:
+    """Autograd vs finite-difference gradient of the margin w.r.t. the flow manipulation, and A*
+    node evaluations per second vs the model's raw batched forward throughput."""
+    from core.data import make_clip
+    from core.models import load_model
+    from core.msr import AdmissibleAStar, Evaluator, FlowSpace, finite_difference_grad
+
+    model, spec = load_model("cnn_lstm", "cpu")
+    video = make_clip("rotate_cw", 2000004, spec.frames, spec.size).video
+    space = FlowSpace(video, [7], block=8)
+    ev = Evaluator(model, space)
+    g = torch.Generator().manual_seed(0)
+    z = 0.1 + 0.1 * torch.rand(space.dims, generator=g, dtype=torch.float64)
+    repeats = 1 if quick else 3
+    t_auto = _time(lambda: ev.margin_and_grad(z), repeats)
+    t_fd = _time(lambda: finite_difference_grad(ev, z, 0.05), 1)
+    _, ga = ev.margin_and_grad(z)
+    gf = finite_difference_grad(ev, z, 0.05)
+    big = ga.abs() > 0.05 * ga.abs().max()
+    agree = float((torch.sign(ga[big]) == torch.sign(gf[big])).double().mean())
+    # A*: nodes evaluated per second (batched pops, N_C/N_R fast path) vs raw full forward passes
+    steps = 3 if quick else 10
+    results = {}
+    for fast in (True, False):
+        e = Evaluator(model, space, batch=64, fast=fast)
+        a = AdmissibleAStar(e, "l2", 0.25, 1e9, batch=64)
+        n0, t0 = e.evaluations, time.perf_counter()
+        for _ in range(steps):
+            a.step()
+        results[fast] = (e.evaluations - n0) / (time.perf_counter() - t0)
+    batch = torch.rand(64, *video.shape)
+    with torch.no_grad():
+        t_raw = _time(lambda: model(batch), repeats)
+    raw = 64 / t_raw
+    out = {"target": "msr", "dims": space.dims, "autograd_s": t_auto, "finite_difference_s": t_fd,
+           "fd_over_autograd": t_fd / t_auto, "sign_agreement": agree,
+           "astar_evals_per_s": results[True], "astar_evals_per_s_no_fast_path": results[False],
+           "raw_forward_per_s": raw, "astar_over_raw": results[True] / raw,
+           "astar_no_fast_over_raw": results[False] / raw}
+    if echo:
+        print(f"MSR benchmark: cnn_lstm, 16×64², one flow in 8×8 blocks ({space.dims} dimensions), "
+              f"{torch.get_num_threads()} threads, measured in this run")
+        print(f"gradient of the margin   autograd {1000 * t_auto:8.1f} ms   finite differences "
+              f"{1000 * t_fd:8.1f} ms   ratio {t_fd / t_auto:6.1f}×   sign agreement {agree:.1%}")
+        print(f"A* node evaluations/s    {results[True]:8.1f} (N_C/N_R fast path)   "
+              f"{results[False]:8.1f} (full model)   raw batched forward {raw:8.1f}/s")
+        print(f"ratios vs raw forward    fast path {results[True] / raw:5.2f}×   full model "
+              f"{results[False] / raw:5.2f}×")
+    return out
+
+
 def run_bench(target: str, quick: bool = False, echo: bool = True) -> dict:
     if target == "flow":
         return bench_flow(quick, echo)
+    if target == "msr":
+        return bench_msr(quick, echo)
     from core.errors import ParameterError
 
     raise ParameterError(f"unknown benchmark {target!r}")

@@ -133,6 +133,43 @@ def _read_image_or_video(path: str, max_frames: int):
     return video[:max_frames]
 
 
+def _ints(text: str | None) -> list[int] | None:
+    from core.errors import ParameterError
+
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ParameterError(f"expected comma-separated integers, got {text!r}") from None
+
+
+@command("msr")
+def cmd_msr(args: argparse.Namespace) -> dict:
+    from core.inference import prepare
+    from core.msr import MSRParams
+    from core.msr.run import run_msr
+    from core.video import open_video, write_video
+
+    model, spec = _load(args.model, args.device)
+    video, _, _ = open_video(args.video, spec.frames, spec.size)
+    video = prepare(video, spec)
+    params = MSRParams(metric=args.metric, tau=args.tau, budget=args.budget, flows=_ints(args.flows),
+                       block=args.block, heuristic=args.heuristic, lipschitz=args.lipschitz,
+                       max_iters=args.max_iters, time_limit=args.time_limit, space=args.space,
+                       frames=_ints(args.frames))
+    log = None if args.json else (lambda e: print(f"iter {e['iteration']:>4}  {e['seconds']:7.2f} s  "
+                                                  f"lower {e['lower']:.4f}  upper {e['upper']:.4f}"))
+    result, witness = run_msr(model, spec, video, params, on_event=log, use_cache=not args.no_cache)
+    if args.save_witness:
+        if witness is None:
+            result["saved_witness"] = None
+        else:
+            write_video(args.save_witness, witness, fps=8, scale=4)
+            result["saved_witness"] = str(args.save_witness)
+    return result
+
+
 @command("bench")
 def cmd_bench(args: argparse.Namespace) -> dict:
     from core.bench import run_bench
@@ -176,8 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--transform", required=True, help="e.g. rotate=5,zoom=0.95,noise=0.02 (left to right)")
     sp.add_argument("--seed", type=int, default=0, help="noise seed")
     sp.add_argument("--max-frames", type=int, default=64)
+    sp = add("msr", "converging bounds of the maximum safe radius w.r.t. optical flow")
+    sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
+    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    sp.add_argument("--metric", default="l2", choices=["l1", "l2", "linf"])
+    sp.add_argument("--tau", type=float, default=0.5, help="grid step τ (pixels of flow)")
+    sp.add_argument("--budget", type=float, default=300.0, help="ball radius d")
+    sp.add_argument("--flows", default=None, help="frame pairs Player I may manipulate, e.g. 3,7 (default: all)")
+    sp.add_argument("--block", type=int, default=16, help="pixels per block side (1 = per pixel)")
+    sp.add_argument("--heuristic", default="zero", choices=["zero", "lipschitz"])
+    sp.add_argument("--lipschitz", type=float, default=None, help="Lipschitz constant L of the margin")
+    sp.add_argument("--max-iters", type=int, default=300)
+    sp.add_argument("--time-limit", type=float, default=60.0, help="seconds")
+    sp.add_argument("--space", default="flow", choices=["flow", "brightness"])
+    sp.add_argument("--frames", default=None, help="brightness: frames to change (default: all)")
+    sp.add_argument("--save-witness", default=None, help="write the adversarial video (H.264 mp4)")
+    sp.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
     sp = add("bench", "speed benchmarks, measured side by side in one run")
-    sp.add_argument("target", choices=["flow"])
+    sp.add_argument("target", choices=["flow", "msr"])
     sp.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
     return p
 

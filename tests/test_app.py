@@ -106,3 +106,43 @@ def test_bundled_clip_is_available():
     assert not at.exception
     assert "bigbuckbunny" in at.subheader[0].value
     assert any(m.label == "Predicted class" for m in at.metric)
+
+
+def _metric_value(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_msr_page_start_pause_resume_stop():
+    import time
+
+    at = _app()
+    at.switch_page("pages/msr.py")
+    at.run()
+    assert not at.exception
+    assert any("Press **Start**" in i.value for i in at.info)
+    at.number_input(key="msr_time").set_value(20.0)
+    at.button(key="msr_start").click()
+    at.run()
+    time.sleep(3)
+    at.run()
+    assert not at.exception
+    assert _metric_value(at, "Status") in ("running", "done", "limit")
+    at.button(key="msr_pause").click()
+    at.run()
+    it1 = int(_metric_value(at, "Iteration"))
+    assert it1 >= 1
+    lo, up = float(_metric_value(at, "Lower bound")), _metric_value(at, "Upper bound")
+    assert lo >= 0 and (up == "d + ε" or lo <= float(up) + 1e-9)
+    if _metric_value(at, "Status") == "paused":
+        at.button(key="msr_start").click()  # resume
+        at.run()
+        time.sleep(2)
+        at.button(key="msr_stop").click()
+        at.run()
+        assert _metric_value(at, "Status") in ("stopped", "done")
+        assert int(_metric_value(at, "Iteration")) > it1  # resumed from its state, not restarted
+    labels = [b.label for b in at.get("download_button")]
+    assert "Trace (CSV)" in labels and "Result (JSON)" in labels
+    at.button(key="msr_reset").click()
+    at.run()
+    assert "msr_run" not in at.session_state

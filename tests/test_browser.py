@@ -49,3 +49,20 @@ def test_ssim_page_rotation_slider_updates_table(tmp_path):
         table.filter(has_text="rotate=2").wait_for(timeout=60_000)
         assert table.inner_text() != before
         page.screenshot(path=str(tmp_path / "ssim.png"), full_page=True)
+
+
+def test_msr_page_live_chart_gains_points_then_stops(tmp_path):
+    count_js = ("() => { const p = [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .scatterlayer .trace')];"
+                " return p.length ? Math.max(...p.map(t => t.querySelectorAll('.point').length)) : 0; }")
+    with streamlit_server() as url, browser_page() as page:
+        page.goto(url + "/msr")
+        page.get_by_role("button", name="▶ Start").click()
+        page.wait_for_function(f"() => ({count_js})() >= 2", timeout=60_000)
+        n1 = page.evaluate(count_js)
+        page.wait_for_function(f"() => ({count_js})() > {n1}", timeout=60_000)  # the live chart grows
+        page.screenshot(path=str(tmp_path / "msr_running.png"), full_page=True)
+        page.get_by_role("button", name="■ Stop").click()
+        status = page.locator('[data-testid="stMetric"]').filter(has_text="Status")
+        status.filter(has_text="stopped").or_(status.filter(has_text="done")).wait_for(timeout=60_000)
+        page.get_by_text("Trace (CSV)").wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "msr_stopped.png"), full_page=True)

@@ -26,6 +26,10 @@ descendant ``z'``):
   (for ℓ2 and ℓ∞, ``g + h`` would *not* be admissible). Valid when ``L`` is a true Lipschitz
   constant; an estimated ``L`` gives an estimate, not a guarantee.
 
+All children of a node that set a *new* dimension have the same distance and the same
+heuristic estimate, so they share one ``f``: a single heap entry stands for the whole group and
+yields one child each time it is popped (memory grows with the pops, not with pops × D).
+
 Children are not evaluated when generated: a child's ``h`` starts from the parent's bound
 ``h(parent) − τ w_p`` (still admissible, by the Lipschitz property) and the model is run when the
 node is popped — in batches of the ``batch`` best nodes. An evaluated node whose true ``f`` is
@@ -59,6 +63,7 @@ class Node:
     norm: float = field(compare=False, default=0.0)
     h: float = field(compare=False, default=0.0)
     margin: float | None = field(compare=False, default=None)
+    group: tuple | None = field(compare=False, default=None)  # lazy (parent, next dim, sign)
 
 
 class AdmissibleAStar:
@@ -125,31 +130,46 @@ class AdmissibleAStar:
         return self.exact or self.robust
 
     # -- search --------------------------------------------------------------------------------
+    def _child(self, n: Node, i: int, k: int) -> Node | None:
+        """The child of ``n`` with dimension ``i`` set to ``k`` (None outside the budget)."""
+        keyd = dict(n.key)
+        old = abs(keyd.get(i, 0))
+        if self.p == 1.0:
+            s = n.s - old + abs(k)
+        elif self.p == 2.0:
+            s = n.s - old * old + k * k
+        else:
+            s = max(n.s, abs(k))
+        norm = self._norm_from_s(s)
+        if norm > self.budget + 1e-9:
+            return None
+        h = max(n.h - self.step_dist, 0.0) if self.heuristic == "lipschitz" else 0.0
+        keyd[i] = k
+        return Node(self._combine(norm, h), next(self._tie), tuple(sorted(keyd.items())), i, s, norm, h)
+
     def _expand(self, n: Node) -> None:
         self.expanded += 1
-        keyd = dict(n.key)
-        moves = []
         if n.last >= 0:
-            k = keyd[n.last]
-            moves.append((n.last, k + (1 if k > 0 else -1)))
-        for i in range(n.last + 1, self.D):
-            moves.append((i, 1))
-            moves.append((i, -1))
-        h_child = max(n.h - self.step_dist, 0.0) if self.heuristic == "lipschitz" else 0.0
-        for i, k in moves:
-            old = abs(keyd.get(i, 0))
-            if self.p == 1.0:
-                s = n.s - old + abs(k)
-            elif self.p == 2.0:
-                s = n.s - old * old + k * k
-            else:
-                s = max(n.s, abs(k))
-            norm = self._norm_from_s(s)
-            if norm > self.budget + 1e-9:
-                continue
-            key = tuple(sorted({**keyd, i: k}.items()))
-            heapq.heappush(self.open, Node(self._combine(norm, h_child), next(self._tie), key, i, s, norm, h_child))
-            self.generated += 1
+            k = dict(n.key)[n.last]
+            c = self._child(n, n.last, k + (1 if k > 0 else -1))
+            if c is not None:
+                heapq.heappush(self.open, c)
+                self.generated += 1
+        if n.last + 1 < self.D:
+            first = self._child(n, n.last + 1, 1)
+            if first is not None:  # the lazy group of every "new dimension" child
+                heapq.heappush(self.open, Node(first.f, next(self._tie), (), group=(n, n.last + 1, 1)))
+
+    def _pop(self) -> Node:
+        item = heapq.heappop(self.open)
+        if item.group is None:
+            return item
+        parent, i, sgn = item.group
+        nxt = (i, -1) if sgn == 1 else (i + 1, 1)
+        if nxt[0] < self.D:
+            heapq.heappush(self.open, Node(item.f, next(self._tie), (), group=(parent, *nxt)))
+        self.generated += 1
+        return self._child(parent, i, sgn)
 
     def step(self) -> None:
         """Pop and evaluate the ``batch`` best open nodes, expand the safe ones, update the bound."""
@@ -159,7 +179,7 @@ class AdmissibleAStar:
         goal_norm = self.best_goal.norm if self.best_goal else math.inf
         popped: list[Node] = []
         while self.open and len(popped) < self.batch and self.open[0].f < goal_norm:
-            popped.append(heapq.heappop(self.open))
+            popped.append(self._pop())
         todo = [n for n in popped if n.margin is None]
         if todo:
             ms = self.ev.margins(torch.stack([self.z_of(n) for n in todo]))

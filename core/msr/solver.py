@@ -38,10 +38,10 @@ class MSRParams:
     """Parameters of one MSR computation (flat, JSON-serialisable)."""
 
     metric: str = "l2"
-    tau: float = 0.25
-    budget: float = 60.0
-    flows: list[int] | None = None  # frame pairs Player I may manipulate; default: the middle pair
-    block: int = 8
+    tau: float = 0.5
+    budget: float = 300.0
+    flows: list[int] | None = None  # frame pairs Player I may manipulate; default: all of them
+    block: int = 16
     heuristic: str = "zero"
     lipschitz: float | None = None
     max_iters: int = 300
@@ -61,7 +61,7 @@ class MSRParams:
         if self.space not in ("flow", "brightness"):
             raise ParameterError(f"space must be 'flow' or 'brightness', got {self.space!r}")
         if self.flows is None:
-            self.flows = [max(0, frames_in_video // 2 - 1)]
+            self.flows = list(range(frames_in_video - 1))
         if self.frames is None:
             self.frames = list(range(frames_in_video))
         return self
@@ -222,11 +222,14 @@ class MSRSolver:
         return float(torch.linalg.vector_norm(diff, ord=p))
 
     def witness_video(self) -> torch.Tensor | None:
+        """The adversarial video of the best grid witness (else of the best continuous one)."""
         gw = self._grid_witness()
-        if gw is None:
+        cont = self.upper_search.best if self.upper_search is not None else None
+        z = gw[1] if gw is not None else (cont.z if cont is not None else None)
+        if z is None:
             return None
         with torch.no_grad():
-            return self.space.apply(gw[1].view(1, -1).float().to(self.video.device))[0].cpu()
+            return self.space.apply(z.view(1, -1).float().to(self.video.device))[0].cpu()
 
     def safe_video(self) -> torch.Tensor:
         with torch.no_grad():
@@ -239,15 +242,16 @@ class MSRSolver:
         gw = self._grid_witness()
         orig = torch.softmax(self.ev.base_logits, 0)
         witness = None
-        if gw is not None:
-            dist, z, chk = gw
+        cont = self.upper_search.best if self.upper_search is not None else None
+        if gw is not None or cont is not None:
+            dist, z, chk = gw if gw is not None else (cont.distance, cont.z, cont.check)
             witness = {"flow_distance": dist, "measured_flow_distance": self.measured_flow_distance(z),
                        "orig_label": self._name(self.ev.label), "orig_confidence": float(orig[self.ev.label]),
                        "adv_label": self._name(chk["label"]), "adv_confidence": chk["confidence"],
-                       "within_budget": dist <= self.params.budget}
+                       "on_grid": gw is not None, "within_budget": dist <= self.params.budget}
         safe = self.astar.best_safe
         return {
-            "trace": [{k: e[k] for k in ("iteration", "seconds", "lower", "upper")} for e in self.trace],
+            "trace": [{k: e[k] for k in ("iteration", "seconds", "lower", "upper", "upper_msr")} for e in self.trace],
             "lower": lower, "upper": upper, "upper_msr": upper_msr,
             "msr_lower": max(0.0, lower - self.band), "band": self.band,
             "exact": self.astar.exact, "robust_within_budget": self.astar.robust,

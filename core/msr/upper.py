@@ -49,7 +49,8 @@ class GradientSearch:
     """Anytime gradient search; call :meth:`step` repeatedly."""
 
     def __init__(self, ev: Evaluator, metric: str, tau: float, overshoot: float = 0.05,
-                 shrink: float = 0.3) -> None:
+                 shrink: float = 0.3, max_step: float = 1.0, max_disp: float = 8.0,
+                 steps_until_found: int = 4) -> None:
         self.p = check_metric(metric)
         self.ev, self.metric, self.tau = ev, metric, float(tau)
         self.D = ev.space.dims
@@ -57,6 +58,8 @@ class GradientSearch:
         self.m0 = float(ev.margins(self.z.unsqueeze(0))[0])
         self.kappa = overshoot * max(abs(self.m0), 1e-3)
         self.shrink = shrink
+        self.max_step, self.max_disp = max_step, max_disp
+        self.steps_until_found = steps_until_found
         self.best: Witness | None = None
         self.best_grid: Witness | None = None
         self.iterations = 0
@@ -67,20 +70,26 @@ class GradientSearch:
         return float(self.ev.space.norm(z, self.metric))
 
     def _deepfool(self, z: torch.Tensor) -> torch.Tensor:
+        """One DeepFool step for the norm, inside a trust region: no dimension moves by more than
+        ``max_step`` px per step (a linearisation far from ``z`` means little: where the gradient is
+        tiny, a full step would leave the frame) and none exceeds ``max_disp`` px in total."""
         m, g = self.ev.margin_and_grad(z)
         target = m + self.kappa
         if self.p == 2.0:
             nn = float(g.pow(2).sum())
-            return z if nn == 0 else z - target * g / nn
-        if math.isinf(self.p):
+            step = torch.zeros_like(z) if nn == 0 else -target * g / nn
+        elif math.isinf(self.p):
             n1 = float(g.abs().sum())
-            return z if n1 == 0 else z - target * torch.sign(g) / n1
-        i = int(g.abs().argmax())
-        if g[i] == 0:
-            return z
-        z = z.clone()
-        z[i] -= target / float(g[i])
-        return z
+            step = torch.zeros_like(z) if n1 == 0 else -target * torch.sign(g) / n1
+        else:
+            step = torch.zeros_like(z)
+            i = int(g.abs().argmax())
+            if g[i] != 0:
+                step[i] = -target / float(g[i])
+        big = float(step.abs().max()) if step.numel() else 0.0
+        if big > self.max_step:
+            step = step * (self.max_step / big)
+        return (z + step).clamp(-self.max_disp, self.max_disp)
 
     def _trim(self, z: torch.Tensor) -> torch.Tensor:
         """Smallest α·z (α on a grid in (0, 1]) that is still adversarial by the batched margin."""
@@ -105,18 +114,48 @@ class GradientSearch:
                 self.best = Witness(z.clone(), d, chk)
                 improved = True
         if chk["adversarial"]:  # snap to the τ-grid for the FMSR upper bound
-            k = z / self.tau
+            improved |= self._snap(z)
+        return improved
+
+    def _snap(self, z: torch.Tensor) -> bool:
+        """Grid points near ``α z`` (α ≥ 1 pushes past the boundary first), rounded to nearest and
+        away from zero; the smallest one verified adversarial becomes the FMSR witness."""
+        cands = []
+        for a in (1.0, 1.05, 1.1, 1.2, 1.35, 1.5):
+            k = a * z / self.tau
             for snapped in (torch.round(k), torch.sign(k) * torch.ceil(k.abs() - 1e-9)):
                 zg = snapped * self.tau
-                d = self.dist(zg)
-                if self.best_grid is not None and d >= self.best_grid.distance:
-                    continue
+                cands.append((self.dist(zg), zg))
+        cands.sort(key=lambda c: c[0])
+        margins = self.ev.margins(torch.stack([c[1] for c in cands]))
+        for (d, zg), m in zip(cands, margins.tolist()):
+            if m >= 0 or (self.best_grid is not None and d >= self.best_grid.distance):
+                continue
+            c = self.ev.verify(zg.float())
+            if c["adversarial"]:
+                self.best_grid = Witness(zg, d, c)
+                return True
+        return self._grid_descent(torch.round(z / self.tau) * self.tau)
+
+    def _grid_descent(self, zg: torch.Tensor, steps: int = 12, k: int | None = None) -> bool:
+        """Greedy search on the τ-grid from a rounded point: move the ``k`` coordinates with the
+        largest ``|∂m/∂z|`` by one atomic manipulation ``∓τ`` against the gradient, until the margin
+        is negative (then verified) — rounding alone often lands just on the safe side."""
+        k = k or max(1, self.D // 32)
+        for _ in range(steps):
+            d = self.dist(zg)
+            if self.best_grid is not None and d >= self.best_grid.distance:
+                return False
+            m, g = self.ev.margin_and_grad(zg)
+            if m < 0:
                 c = self.ev.verify(zg.float())
                 if c["adversarial"]:
-                    self.best_grid = Witness(zg, d, c)
-                    improved = True
-                    break
-        return improved
+                    self.best_grid = Witness(zg.clone(), d, c)
+                    return True
+            idx = torch.topk(g.abs(), min(k, self.D)).indices
+            zg = zg.clone()
+            zg[idx] -= self.tau * torch.sign(g[idx])
+        return False
 
     def step(self) -> bool:
         """One search iteration; returns whether a bound improved."""
@@ -124,10 +163,15 @@ class GradientSearch:
             return False
         self.iterations += 1
         if self.best is None:
-            self.z = self._deepfool(self.z)
-            cand = self.z
-            if float(self.ev.margins(cand.unsqueeze(0))[0]) >= 0:
+            for _ in range(self.steps_until_found):
+                self.z = self._deepfool(self.z)
+                if float(self.ev.margins(self.z.unsqueeze(0))[0]) < 0:
+                    break
+            else:
+                if self.iterations * self.steps_until_found >= 400:
+                    self.converged = True  # give up: no witness within the trust region
                 return False
+            cand = self.z
         else:
             start = self.best.z * (1.0 - self.shrink)
             cand = self._deepfool(start)
@@ -142,7 +186,5 @@ class GradientSearch:
             if self.best is not None:
                 self.shrink *= 0.5
         if self.best is not None and (self.shrink < 1e-3 or self.stale >= 8):
-            self.converged = True
-        if self.best is None and self.iterations >= 200:
             self.converged = True
         return improved
