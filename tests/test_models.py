@@ -25,6 +25,8 @@ def test_cnn_lstm_split_is_the_model():
     eta = m.features(x)
     assert isinstance(m, CNNRecurrent) and eta.shape == (1, 16, m.encoder.feat_dim)
     assert torch.allclose(m.head(eta), m(x))
+    assert torch.allclose(m.features(x, [0, 5, 6]), eta[:, [0, 5, 6]], atol=1e-5)
+    assert m.affected_steps([3, 15], 16) == [3, 4, 15]
 
 
 def test_gradients_reach_pixels_through_motion_stream():

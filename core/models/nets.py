@@ -2,9 +2,12 @@
 
 Every model maps ``(B, T, 3, H, W)`` float in [0, 1] to logits ``(B, K)``.
 
-* ``CNNRecurrent`` (``cnn_lstm`` / ``cnn_gru`` / ``cnn_rnn``): a per-frame CNN ``N_C`` gives the
+* ``CNNRecurrent`` (``cnn_lstm`` / ``cnn_gru`` / ``cnn_rnn``): a per-step CNN ``N_C`` gives the
   feature sequence ``η = (η_1 … η_T)``; a recurrent head ``N_R`` maps it to logits — the split of
   Wu & Kwiatkowska Eq. (8), exposed as :meth:`CNNRecurrent.features` and :meth:`CNNRecurrent.head`.
+  Step t sees frame t and its difference to frame t−1 (zero at t = 0): with single frames the
+  LSTM never learnt the *sense* of a rotation (chance level on rotate_cw vs rotate_ccw, measured),
+  because a still frame carries no motion by construction of our dataset.
 * ``C3D``: 3D convolutions over (T, H, W) (stand-in for DeepSAVA's I3D).
 * ``FrameCNN``: one 2D CNN applied at every time step, logits averaged over time (stand-in for
   Inception-v3). Our classes are defined by motion, so a single still frame carries no class
@@ -51,16 +54,26 @@ class CNNRecurrent(nn.Module):
 
     def __init__(self, num_classes: int, head: Head = "lstm", feat_dim: int = 128, hidden: int = 96) -> None:
         super().__init__()
-        self.encoder = FrameEncoder(3, feat_dim)
+        self.encoder = FrameEncoder(6, feat_dim)
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[head]
         self.rnn = rnn(feat_dim, hidden, batch_first=True)
         self.fc = nn.Linear(hidden, num_classes)
         self.head_type = head
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """N_C: ``(B, T, 3, H, W) -> η (B, T, feat_dim)`` (Wu & Kwiatkowska Eq. 8)."""
+    @staticmethod
+    def affected_steps(frames: list[int], t: int) -> list[int]:
+        """Steps whose features change when ``frames`` change (step s sees frames s−1 and s)."""
+        return sorted({f for f in frames} | {f + 1 for f in frames if f + 1 < t})
+
+    def features(self, x: torch.Tensor, steps: list[int] | None = None) -> torch.Tensor:
+        """N_C: ``(B, T, 3, H, W) -> η (B, T, feat_dim)`` (Wu & Kwiatkowska Eq. 8); with ``steps``,
+        only those steps ``(B, len(steps), feat_dim)``."""
         b, t = x.shape[:2]
-        return self.encoder(x.flatten(0, 1)).view(b, t, -1)
+        steps = list(range(t)) if steps is None else list(steps)
+        prev = [max(s - 1, 0) for s in steps]
+        cur = x[:, steps]
+        snip = torch.cat([cur, cur - x[:, prev]], dim=2)  # (B, S, 6, H, W)
+        return self.encoder(snip.flatten(0, 1)).view(b, len(steps), -1)
 
     def head(self, eta: torch.Tensor) -> torch.Tensor:
         """N_R: ``η (B, T, feat_dim) -> logits (B, K)`` from the last hidden state."""

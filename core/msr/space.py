@@ -138,8 +138,9 @@ class Evaluator:
     """Margin ``m(z) = logit_y − max_{c≠y} logit_c`` of the perturbed video, y = original decision.
 
     ``m(z) < 0`` ⇔ the decision changed (an adversarial example). Batched and gradient-free by
-    default; for models with the N_C / N_R split (``features``/``head``, e.g. ``cnn_lstm``) only the
-    frames a space changes go through N_C again — the same numbers, far fewer convolutions.
+    default; for models with the N_C / N_R split (``features``/``head``/``affected_steps``, e.g.
+    ``cnn_lstm``) only the steps that see a changed frame go through N_C again — the same
+    numbers, far fewer convolutions when few frames change.
     :meth:`verify` always runs the plain full model on the imposed video.
     """
 
@@ -152,8 +153,10 @@ class Evaluator:
             logits = model(space.video.unsqueeze(0))[0].float()
         self.label = int(logits.argmax())
         self.base_logits = logits
-        self.fast = fast and hasattr(model, "features") and hasattr(model, "head")
+        self.fast = fast and hasattr(model, "features") and hasattr(model, "head") \
+            and hasattr(model, "affected_steps")
         if self.fast:
+            self.steps = model.affected_steps(space.changed_frames, space.video.shape[0])
             with torch.no_grad():
                 self.eta = model.features(space.video.unsqueeze(0))
 
@@ -167,11 +170,11 @@ class Evaluator:
         videos = self.space.apply(z)
         if not self.fast:
             return self.model(videos).float()
-        cf = self.space.changed_frames
+        steps = self.steps
         k = z.shape[0]
-        feats = self.model.features(videos[:, cf].contiguous())  # N_C on changed frames only
+        feats = self.model.features(videos, steps)  # N_C on the affected steps only
         eta = self.eta.expand(k, -1, -1).clone()
-        eta[:, cf] = feats
+        eta[:, steps] = feats
         return self.model.head(eta).float()
 
     @torch.no_grad()
