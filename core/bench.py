@@ -105,7 +105,71 @@ def bench_msr(quick: bool = False, echo: bool = True) -> dict:
     return out
 
 
+def bench_attacks(quick: bool = False, echo: bool = True) -> dict:
+    """BO vs brute-force key-frame selection on the same clips, and each attack's wall time divided
+    by (its forward passes × one forward + its backward passes × one forward+backward)."""
+    import torch.nn.functional as F
+
+    from core.attacks import METHODS, make_attack
+    from core.attacks.deepsava import DeepSAVA
+    from core.attacks.sweep import test_clips
+    from core.models import load_model
+
+    model, spec = load_model("c3d", "cpu")
+    n = 2 if quick else 4
+    clips = test_clips(n, spec.frames, spec.size)
+    x = clips[0][0].unsqueeze(0)
+    with torch.no_grad():
+        t_fwd = _time(lambda: model(x), 1 if quick else 5)
+
+    def fb():
+        xx = x.clone().requires_grad_(True)
+        F.cross_entropy(model(xx), torch.tensor([clips[0][1]])).backward()
+
+    t_fb = _time(fb, 1 if quick else 5)
+    sel_rows = []
+    probe = 4 if quick else 8
+    for video, label in clips:
+        row = {}
+        for sel in ("bo", "brute"):
+            atk = DeepSAVA(model, select=sel, bo_trials=4 if quick else 8, probe_iters=probe, max_iters=30)
+            t0 = time.perf_counter()
+            mask, trials = atk.select_mask(video, label)
+            row[sel] = {"seconds": time.perf_counter() - t0, "mask": mask,
+                        "loss": min(t["loss"] for t in trials), "probes": len(trials)}
+        sel_rows.append(row)
+    same = sum(r["bo"]["mask"] == r["brute"]["mask"] for r in sel_rows) / len(sel_rows)
+    ratio = sum(r["brute"]["seconds"] for r in sel_rows) / sum(r["bo"]["seconds"] for r in sel_rows)
+    overhead = {}
+    for m in METHODS:
+        kw = dict(select="first", max_iters=30) if m == "deepsava" else ({"max_iters": 30} if m in ("sparse", "flicker") else {})
+        atk = make_attack(m, model, **kw)
+        video, label = clips[0]
+        r = atk(video, label)
+        fwd_only = r.queries - r.gradients
+        ideal = fwd_only * t_fwd + r.gradients * t_fb
+        overhead[m] = {"seconds": r.seconds, "forwards": fwd_only, "backwards": r.gradients,
+                       "ideal_seconds": ideal, "overhead": r.seconds / ideal if ideal else float("nan")}
+    out = {"target": "attacks", "model": "c3d", "clips": n, "forward_s": t_fwd, "forward_backward_s": t_fb,
+           "selection": sel_rows, "same_frame_rate": same, "brute_over_bo_time": ratio, "attacks": overhead}
+    if echo:
+        print(f"Attack benchmark: c3d, {n} test clips, {torch.get_num_threads()} threads, measured in this run")
+        print(f"one forward {1000 * t_fwd:.1f} ms, forward+backward {1000 * t_fb:.1f} ms")
+        for i, r in enumerate(sel_rows):
+            print(f"clip {i}: BO {r['bo']['seconds']:6.1f} s ({r['bo']['probes']} probes) frames {r['bo']['mask']} "
+                  f"loss {r['bo']['loss']:.3f} | brute {r['brute']['seconds']:6.1f} s ({r['brute']['probes']} probes) "
+                  f"frames {r['brute']['mask']} loss {r['brute']['loss']:.3f}")
+        print(f"brute force / BO time ratio {ratio:.2f}×; same frame chosen on {same:.0%} of clips")
+        print(f"{'attack':<12}{'wall s':>9}{'fwd':>6}{'bwd':>6}{'ideal s':>10}{'wall/ideal':>12}")
+        for m, o in overhead.items():
+            print(f"{m:<12}{o['seconds']:>9.2f}{o['forwards']:>6}{o['backwards']:>6}{o['ideal_seconds']:>10.2f}"
+                  f"{o['overhead']:>12.2f}")
+    return out
+
+
 def run_bench(target: str, quick: bool = False, echo: bool = True) -> dict:
+    if target == "attacks":
+        return bench_attacks(quick, echo)
     if target == "flow":
         return bench_flow(quick, echo)
     if target == "msr":

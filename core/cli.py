@@ -170,6 +170,58 @@ def cmd_msr(args: argparse.Namespace) -> dict:
     return result
 
 
+def _attack_kwargs(args: argparse.Namespace) -> dict:
+    kw: dict = {}
+    if args.method == "deepsava":
+        kw.update(mode=args.mode, max_iters=args.max_iters, bo_trials=args.bo_trials, seed=args.seed)
+        if args.ssim_budget is not None:
+            kw["ssim_budget"] = args.ssim_budget
+        if args.l21_budget is not None:
+            kw["l21_budget"] = args.l21_budget
+        if args.lam is not None:
+            kw["lam"] = args.lam
+    elif args.method in ("sparse", "flicker"):
+        kw["max_iters"] = args.max_iters
+        if args.lam is not None:
+            kw["lam"] = args.lam
+        if args.method == "sparse" and args.l21_budget is not None:
+            kw["l21_budget"] = args.l21_budget
+    return kw
+
+
+@command("attack")
+def cmd_attack(args: argparse.Namespace) -> dict:
+    from core.attacks import make_attack
+    from core.inference import prepare
+    from core.video import open_video, write_video
+
+    model, spec = _load(args.model, args.device)
+    video, _, true = open_video(args.video, spec.frames, spec.size)
+    video = prepare(video, spec)
+    bb = _load(args.black_box, args.device)[0] if args.black_box else None
+    atk = make_attack(args.method, model, eps=args.eps, frames=args.frames, select=args.select,
+                      classes=spec.classes, success_model=bb, **_attack_kwargs(args))
+    res = atk(video, true if args.use_true_label and true is not None else None)
+    out = res.to_dict()
+    out.update({"model": args.model, "black_box": args.black_box})
+    if args.save:
+        write_video(args.save, res.adv_video, fps=8, scale=4)
+        out["saved"] = str(args.save)
+    return out
+
+
+@command("sweep")
+def cmd_sweep(args: argparse.Namespace) -> dict:
+    from core.attacks.sweep import sweep
+
+    models = {m: _load(m, args.device) for m in args.models.split(",")}
+    bb = _load(args.black_box, args.device) if args.black_box else None
+    log = None if args.json else (lambda f, s: print(f"{f:6.1%}  {s}"))
+    eps = [float(e) for e in args.eps.split(",")]
+    return sweep(models, args.methods.split(","), n_clips=args.clips, eps_values=eps, frames=args.frames,
+                 select=args.select, black_box=bb, progress=log)
+
+
 @command("bench")
 def cmd_bench(args: argparse.Namespace) -> dict:
     from core.bench import run_bench
@@ -229,8 +281,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--frames", default=None, help="brightness: frames to change (default: all)")
     sp.add_argument("--save-witness", default=None, help="write the adversarial video (H.264 mp4)")
     sp.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
+    from core.attacks import METHODS as ATTACKS
+
+    sp = add("attack", "run one attack on one clip")
+    sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
+    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    sp.add_argument("--method", required=True, choices=ATTACKS)
+    sp.add_argument("--eps", type=float, default=0.01, help="one-shot / saliency step ε")
+    sp.add_argument("--frames", type=int, default=1, help="sparse attacks: frames to perturb (K)")
+    sp.add_argument("--select", default="bo", choices=["bo", "brute", "first"], help="DeepSAVA key frames")
+    sp.add_argument("--mode", default="both", choices=["both", "additive", "spatial"], help="DeepSAVA ablation")
+    sp.add_argument("--max-iters", type=int, default=100)
+    sp.add_argument("--bo-trials", type=int, default=8)
+    sp.add_argument("--lam", type=float, default=None, help="λ (DeepSAVA SSIM weight, Sparse/Flicker norm weight)")
+    sp.add_argument("--ssim-budget", type=float, default=None)
+    sp.add_argument("--l21-budget", type=float, default=None)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--black-box", default=None, choices=MODEL_NAMES, help="judge success on this model")
+    sp.add_argument("--use-true-label", action="store_true", help="attack the true class of a synthetic clip")
+    sp.add_argument("--save", default=None, help="write the adversarial video (H.264 mp4)")
+    sp = add("sweep", "attack seeded test clips: FR, ANI, AAP, ASP tables")
+    sp.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated model names")
+    sp.add_argument("--methods", default="one-shot,saliency,saliency-rg", help="comma-separated attacks")
+    sp.add_argument("--eps", default="0.01", help="comma-separated ε values (Inkawhich attacks)")
+    sp.add_argument("--clips", type=int, default=8)
+    sp.add_argument("--frames", type=int, default=1)
+    sp.add_argument("--select", default="first", choices=["bo", "brute", "first"])
+    sp.add_argument("--black-box", default=None, choices=MODEL_NAMES)
     sp = add("bench", "speed benchmarks, measured side by side in one run")
-    sp.add_argument("target", choices=["flow", "msr"])
+    sp.add_argument("target", choices=["flow", "msr", "attacks"])
     sp.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
     return p
 
