@@ -2,8 +2,6 @@
 
 import streamlit as st
 
-from pages.common import sidebar
-
 st.set_page_config(page_title="Video robustness", page_icon="🎞️", layout="wide")
 
 PAGES = [
@@ -15,5 +13,4 @@ PAGES = [
 ]
 
 nav = st.navigation(PAGES)
-sidebar()
-nav.run()
+nav.run()  # every page renders the shared sidebar (pages.common.sidebar) itself

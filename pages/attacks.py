@@ -1,6 +1,220 @@
-from pages.common import placeholder
+"""Attack explorer: sparse video attacks (Inkawhich et al.; DeepSAVA), one clip or a sweep."""
 
-placeholder("Attack explorer", 5, "It will run sparse video attacks — Inkawhich et al.'s one-shot, "
-            "iterative-saliency and saliency-RG attacks, and DeepSAVA's spatial + additive key-frame "
-            "attack with Bayesian-optimised frame selection — and show which frames were hit, how "
-            "much, and why.")
+import hashlib
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from core.attacks import METHODS, make_attack
+from core.errors import CoreError
+from core.flow import compute_flow
+from core.inference import prepare
+from core.models import available_models
+from core.video import encode_mp4
+from core.viz import prediction_bar
+from core.viz.attacks import (amplified, frame_grid, saliency_figure, synced_players_html, timeline_figure,
+                              trials_figure)
+from core.viz.flow import comparison_figure
+from pages.common import sidebar, load_shipped_model
+
+LABELS = {"one-shot": "One-shot FGSM (Inkawhich Eq. 3.3)", "saliency": "Iterative saliency (Eq. 3.4)",
+          "saliency-rg": "Iterative saliency, refreshed gradients (RG)", "deepsava": "DeepSAVA (spatial + additive, SSIM)",
+          "sparse": "Sparse (Wei et al., ℓ2,1)", "flicker": "Sparse flickering (Pony et al.)"}
+
+st.title("Attack explorer")
+st.markdown("Perturb one or a few frames of a clip and watch the decision flip: which frames were hit, "
+            "in what order, how much, and why (saliency, key-frame search).")
+sel = sidebar()
+if sel is None or sel.video is None or sel.model is None:
+    st.info("Choose a clip and a model in the sidebar.")
+    st.stop()
+video = prepare(sel.video, sel.spec)
+T = video.shape[0]
+shipped = [c["name"] for c in available_models()]
+tab1, tab2 = st.tabs(["Single attack", "Sweep"])
+
+with tab1:
+    c = st.columns(4)
+    method = c[0].selectbox("Attack", METHODS, format_func=LABELS.get, key="atk_method")
+    kw: dict = {}
+    eps = frames = 1
+    select = "first"
+    if method in ("one-shot", "saliency", "saliency-rg"):
+        eps = c[1].number_input("ε (per-pixel step)", 0.001, 0.5, 0.01, 0.001, format="%.3f", key="atk_eps")
+    else:
+        frames = int(c[1].number_input("Frames to perturb (K)", 1, T, 1, key="atk_frames"))
+        kw["max_iters"] = int(c[2].number_input("Max iterations", 1, 1000, 100, key="atk_iters"))
+    if method == "deepsava":
+        select = c[3].selectbox("Key frames", ["bo", "brute", "first"], key="atk_select",
+                                format_func={"bo": "Bayesian optimisation", "brute": "brute force",
+                                             "first": "first frame(s)"}.get)
+        cc = st.columns(4)
+        kw["mode"] = cc[0].selectbox("Perturbation", ["both", "additive", "spatial"], key="atk_mode",
+                                     format_func={"both": "D+S (both)", "additive": "D (additive)",
+                                                  "spatial": "S (spatial)"}.get)
+        kw["bo_trials"] = int(cc[1].number_input("BO trials", 2, 64, 8, key="atk_trials"))
+        sb = cc[2].number_input("SSIM budget (0 = none)", 0.0, 1.0, 0.0, 0.01, key="atk_ssim_budget")
+        lb = cc[3].number_input("ℓ2,1 budget (0 = none)", 0.0, 100.0, 0.0, 0.01, key="atk_l21_budget")
+        kw.update({k: v for k, v in (("ssim_budget", sb), ("l21_budget", lb)) if v > 0})
+    bb_name = st.selectbox("Judge success on (black-box transfer)", ["the attacked model"] +
+                           [m for m in shipped if m != sel.spec.name], key="atk_bb",
+                           help="Gradients come from the attacked (white-box) model; success is checked on this model.")
+    key = hashlib.sha256(json.dumps([sel.model_key, sel.video_key, method, eps, frames, select, kw, bb_name],
+                                    default=str).encode()).hexdigest()[:16]
+    b1, b2 = st.columns([1, 5])
+    run = b1.button("Run attack", type="primary", key="atk_run")
+    b2.caption("Any click (e.g. on Stop) while it runs stops the attack.")
+    b2.button("■ Stop", key="atk_stop")
+    results = st.session_state.setdefault("atk_results", {})
+    if run:
+        bb = None if bb_name == "the attacked model" else load_shipped_model(bb_name)[0]
+        try:
+            atk = make_attack(method, sel.model, eps=eps, frames=frames, select=select, classes=sel.spec.classes,
+                              success_model=bb, **kw)
+        except CoreError as e:
+            st.error(str(e))
+            st.stop()
+        with st.status(f"Running {LABELS[method]}…", expanded=True) as status:
+            bar = st.progress(0.0)
+            atk.callback = lambda f, m: bar.progress(f, text=m)
+            try:
+                res = atk(video, sel.true_label)
+            except CoreError as e:
+                status.update(label=f"Failed: {e}", state="error")
+                st.stop()
+            results[key] = res
+            status.update(label=f"Done in {res.seconds:.1f} s — {'success' if res.success else 'no success'}",
+                          state="complete", expanded=False)
+    res = results.get(key)
+    if res is None:
+        st.info("Set the parameters and press **Run attack**.")
+    else:
+        adv = res.adv_video
+        st.session_state["adversarial"] = {"original": video.cpu().numpy(), "adversarial": adv.numpy(),
+                                           "method": res.method}
+        d = res.to_dict()
+        (st.success if res.success else st.warning)(
+            f"{'Success' if res.success else 'No success'}: {d['orig_class']} ({res.orig_confidence:.1%}) → "
+            f"{d['adv_class']} ({res.adv_confidence:.1%}) with {len(res.perturbed_frames)} frame(s) perturbed, "
+            f"{res.iterations} iterations, {res.queries} model queries, {res.seconds:.1f} s"
+            + (f" — judged on the black-box model {bb_name}" if bb_name != "the attacked model" else ""))
+        m = st.columns(5)
+        m[0].metric("SSIM (mean)", f"{res.distances['ssim']:.4f}")
+        m[1].metric("ℓ2", f"{res.distances['l2']:.3f}")
+        m[2].metric("ℓ∞", f"{res.distances['linf']:.4f}")
+        m[3].metric("ℓ2,1 (normalised)", f"{res.distances['l21_norm']:.4f}")
+        m[4].metric("flow change ‖ΔP‖₂", f"{res.flow_distance:.2f}")
+        st.plotly_chart(timeline_figure(T, res.perturbed_frames, res.distances["ssim_per_frame"], res.l2_per_frame),
+                        width="stretch", key="atk_timeline")
+        c1, c2 = st.columns(2)
+        with torch.no_grad():
+            p_adv = torch.softmax(sel.model(adv.unsqueeze(0).to(video.device)).float(), 1)[0].cpu()
+            p_org = torch.softmax(sel.model(video.unsqueeze(0)).float(), 1)[0].cpu()
+        true = sel.spec.classes[sel.true_label] if sel.true_label is not None else None
+        c1.plotly_chart(prediction_bar(dict(zip(sel.spec.classes, p_org.tolist())), true, "before"), width="stretch",
+                        key="atk_before")
+        c2.plotly_chart(prediction_bar(dict(zip(sel.spec.classes, p_adv.tolist())), true, "after"), width="stretch",
+                        key="atk_after")
+        if "saliency" in res.extra:
+            st.plotly_chart(saliency_figure(res.extra["saliency"], res.perturbed_frames), width="stretch", key="atk_sal")
+        if res.extra.get("trials"):
+            st.plotly_chart(trials_figure(res.extra["trials"], res.extra["mask"]), width="stretch", key="atk_trials")
+        amp, k = amplified(video.cpu(), adv)
+        scale = max(1, 192 // video.shape[-1])
+        st.iframe(synced_players_html([encode_mp4(video.cpu(), 4, scale), encode_mp4(amp, 4, scale),
+                                             encode_mp4(adv, 4, scale)],
+                                            ["original", f"perturbation ×{k:.1f} (grey = 0)", "adversarial"]),
+                  height=video.shape[-1] * 3 + 120)
+        show = res.perturbed_frames[:6] if len(res.perturbed_frames) < T else res.perturbed_frames[:3]
+        if show:
+            st.image(frame_grid(video.cpu(), adv, show), caption=f"frames {show}: original | perturbation ×{k:.1f} | "
+                     "adversarial", width="content")
+            f = min(show[0], T - 2)
+            fo, fa = compute_flow(video.cpu())[f], compute_flow(adv)[f]
+            st.markdown(f"**Flow of frame pair {f} → {f + 1}** (Horn–Schunck): original | difference | adversarial")
+            st.plotly_chart(comparison_figure(fo, fa, "magnitude"), width="stretch", key="atk_flow_mag")
+            st.plotly_chart(comparison_figure(fo, fa, "direction"), width="stretch", key="atk_flow_dir")
+        e1, e2 = st.columns(2)
+        e1.download_button("Adversarial video (H.264)", encode_mp4(adv, 8, scale), "adversarial.mp4", "video/mp4",
+                           key="atk_dl_mp4")
+        e2.download_button("Result (JSON)", json.dumps(d, indent=2, default=str), "attack_result.json",
+                           "application/json", key="atk_dl_json")
+
+with tab2:
+    st.markdown("Attack the first N clips of the fixed synthetic test split and tabulate fooling rate (FR), "
+                "average iterations of successful attacks (ANI), AAP(ℓ2,1), AAP(SSIM) (DeepSAVA's formula, "
+                "D_max = 0.1 and 1 − 0.92), ASP(SSIM) and frames perturbed.")
+    c = st.columns(3)
+    models = c[0].multiselect("Models", shipped, default=[sel.spec.name] if sel.spec.name in shipped else shipped[:1],
+                              key="sw_models")
+    methods = c[1].multiselect("Attacks", METHODS, default=["one-shot", "saliency", "saliency-rg"], key="sw_methods")
+    n_clips = int(c[2].number_input("Clips", 1, 400, 8, key="sw_clips"))
+    c = st.columns(3)
+    eps_text = c[0].text_input("ε values (Inkawhich attacks)", "0.005,0.01,0.02", key="sw_eps")
+    sw_frames = int(c[1].number_input("Frames (sparse attacks)", 1, 16, 1, key="sw_frames"))
+    sw_select = c[2].selectbox("DeepSAVA key frames", ["first", "bo", "brute"], key="sw_select")
+    try:
+        eps_values = [float(e) for e in eps_text.split(",") if e.strip()]
+        bad = [e for e in eps_values if not 0 < e <= 0.5]
+        if bad or not eps_values:
+            raise ValueError
+    except ValueError:
+        st.error("ε values must be comma-separated numbers in (0, 0.5].")
+        st.stop()
+    sw_key = json.dumps([models, methods, n_clips, eps_values, sw_frames, sw_select])
+    sweeps = st.session_state.setdefault("sweeps", {})
+    if st.button("Run sweep", type="primary", key="sw_run", disabled=not models or not methods):
+        from core.attacks.sweep import sweep
+
+        bar = st.progress(0.0, text="starting…")
+        with st.spinner("Attacking test clips… (click anywhere, e.g. Stop, to stop)"):
+            sweeps[sw_key] = sweep({mn: load_shipped_model(mn) for mn in models}, methods, n_clips=n_clips,
+                                   eps_values=eps_values, frames=sw_frames, select=sw_select,
+                                   progress=lambda f, m: bar.progress(f, text=m))
+    st.button("■ Stop", key="sw_stop")
+    out = sweeps.get(sw_key)
+    if out is not None:
+        df = pd.DataFrame(out["rows"])
+        cols = ["model", "method", "eps", "attacked", "successes", "FR", "ANI", "AAP_l21", "AAP_ssim", "ASP_ssim",
+                "avg_frames", "clip_accuracy", "mean_seconds", "mean_queries"]
+        st.dataframe(df[cols], hide_index=True, width="stretch", key="sw_table")
+        st.download_button("Table (CSV)", df[cols].to_csv(index=False), "sweep.csv", "text/csv", key="sw_csv")
+        fig = go.Figure()
+        for (mn, me), g in df[df["eps"].notna()].groupby(["model", "method"]):
+            fig.add_trace(go.Scatter(x=g["eps"], y=g["clip_accuracy"], mode="lines+markers", name=f"{mn} · {me}"))
+        if fig.data:
+            fig.update_layout(height=300, xaxis_title="ε", yaxis_title="accuracy under attack (clip level)",
+                              margin=dict(l=10, r=10, t=30, b=30), title="accuracy vs ε")
+            st.plotly_chart(fig, width="stretch", key="sw_curve")
+        hist = go.Figure()
+        for _, r in df.iterrows():
+            h = r["frames_histogram"]
+            if h:
+                hist.add_trace(go.Bar(x=[int(k) for k in h], y=list(h.values()),
+                                      name=f"{r['model']} · {r['method']}" + (f" ε={r['eps']:g}" if pd.notna(r["eps"]) else "")))
+        if hist.data:
+            hist.update_layout(height=300, barmode="group", xaxis_title="frames perturbed (successful attacks)",
+                               yaxis_title="clips", margin=dict(l=10, r=10, t=30, b=30),
+                               title="frames perturbed (thesis Fig. 3.5)")
+            st.plotly_chart(hist, width="stretch", key="sw_hist")
+    st.subheader("Clip vs video level")
+    st.caption("A longer video (3 clips of the model's length) is split into non-overlapping clips; each clip is "
+               "attacked with the chosen ε; the video prediction averages the clip probabilities.")
+    c = st.columns(3)
+    lvl_method = c[0].selectbox("Attack", ["one-shot", "saliency", "saliency-rg"], key="lvl_method")
+    lvl_videos = int(c[1].number_input("Videos", 1, 64, 4, key="lvl_videos"))
+    if c[2].button("Compute accuracy vs ε", key="lvl_run"):
+        from core.attacks.sweep import accuracy_vs_eps
+
+        bar = st.progress(0.0)
+        st.session_state["lvl"] = accuracy_vs_eps(sel.model, sel.spec, lvl_method, [0.0] + eps_values, lvl_videos,
+                                                  progress=lambda f, m: bar.progress(f, text=m))
+    lvl = st.session_state.get("lvl")
+    if lvl:
+        fig = go.Figure([go.Scatter(x=lvl["eps"], y=lvl["clip_accuracy"], name="clip level", mode="lines+markers"),
+                         go.Scatter(x=lvl["eps"], y=lvl["video_accuracy"], name="video level", mode="lines+markers")])
+        fig.update_layout(height=300, xaxis_title="ε", yaxis_title="accuracy", margin=dict(l=10, r=10, t=30, b=30))
+        st.plotly_chart(fig, width="stretch", key="lvl_fig")

@@ -119,10 +119,12 @@ def sidebar() -> Selection:
     sb.header("Model")
     names = [c["name"] for c in available_models()]
     options = names + [UPLOAD_MODEL]
-    default = names.index(DEFAULT_MODEL) if DEFAULT_MODEL in names else 0
+    pref = st.session_state.get("pref_model", DEFAULT_MODEL)
+    default = options.index(pref) if pref in options else (names.index(DEFAULT_MODEL) if DEFAULT_MODEL in names else 0)
     choice = sb.selectbox("Classifier", options, index=default, key="model_choice",
                           help="Shipped models were trained on the synthetic motion-action dataset; "
                                "see their model cards on the Home page.")
+    st.session_state["pref_model"] = choice  # plain keys survive page switches
     model = spec = None
     model_key = choice
     error = None
@@ -147,15 +149,20 @@ def sidebar() -> Selection:
             error = f"Model not loaded: {e}"
 
     sb.header("Video")
-    kind = sb.radio("Source", VIDEO_KINDS, key="video_kind", horizontal=True)
+    pk = st.session_state.get("pref_kind", VIDEO_KINDS[0])
+    kind = sb.radio("Source", VIDEO_KINDS, index=VIDEO_KINDS.index(pk) if pk in VIDEO_KINDS else 0,
+                    key="video_kind", horizontal=True)
+    st.session_state["pref_kind"] = kind
     video = None
     info: dict = {}
     true_label = None
     video_key = ""
     video_label = ""
     if kind == VIDEO_KINDS[0]:
-        cls = sb.selectbox("Motion class", CLASSES, key="syn_class")
-        seed = int(sb.number_input("Seed", 0, 10_000_000, 0, 1, key="syn_seed"))
+        pc = st.session_state.get("pref_class", CLASSES[0])
+        cls = sb.selectbox("Motion class", CLASSES, index=CLASSES.index(pc) if pc in CLASSES else 0, key="syn_class")
+        seed = int(sb.number_input("Seed", 0, 10_000_000, int(st.session_state.get("pref_seed", 0)), 1, key="syn_seed"))
+        st.session_state["pref_class"], st.session_state["pref_seed"] = cls, seed
         frames = spec.frames if spec else 16
         size = spec.size if spec else 64
         label = CLASSES.index(cls)

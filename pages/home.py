@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.data import CLASSES
 from core.viz import frame_strip, prediction_bar
-from pages.common import cached_predict, current, mp4_bytes
+from pages.common import cached_predict, sidebar, mp4_bytes
 
 st.title("Video robustness dashboard")
 st.markdown(
@@ -29,9 +29,7 @@ every clip comes with its exact optical flow. Everything runs offline.
 """
 )
 
-sel = current()
-if sel is None:
-    st.stop()
+sel = sidebar()
 if sel.error:
     st.error(sel.error)
 if sel.video is None:

@@ -17,7 +17,7 @@ from core.video import encode_mp4
 from core.viz import frame_strip, prediction_bar
 from core.viz.flow import comparison_figure
 from core.viz.msr import bounds_figure, lower_traces_figure
-from pages.common import current
+from pages.common import sidebar
 
 st.title("Maximum safe radius on optical flow")
 st.markdown(
@@ -28,7 +28,7 @@ st.markdown(
     "(blue) from admissible A* over the τ-grid: no grid perturbation below it flips the decision. "
     "The grey band is where the continuous MSR lies by Theorem 1, `[lower − ½d̃, upper]`.")
 
-sel = current()
+sel = sidebar()
 if sel is None or sel.video is None or sel.model is None:
     st.info("Choose a clip and a model in the sidebar.")
     st.stop()

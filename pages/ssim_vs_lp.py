@@ -16,7 +16,7 @@ from core.ssim_lp import SWEEPS, budget_limits, claim_check, fig1_panels, metric
 from core.transforms import compose
 from core.video import limit_size
 from core.viz.flow import to_uint8
-from pages.common import current
+from pages.common import sidebar
 
 MAX_SIDE = 256  # frames are downscaled so the longer side is at most this (keeps sliders live)
 PNG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
@@ -55,7 +55,7 @@ st.markdown("DeepSAVA (Mu et al., Fig. 1) argues that **SSIM barely moves under 
             "yet imperceptible. Check that claim on your own frames. SSIM here: Gaussian window "
             "σ = 1.5, K1 = 0.01, K2 = 0.03, data range 1 (identical to scikit-image's).")
 
-sel = current()
+sel = sidebar()
 src = st.radio("Frame", ["From the current clip", "Upload an image"], horizontal=True, key="sl_src")
 frame = None
 if src == "Upload an image":

@@ -71,6 +71,11 @@ class Attack:
         self.device = next(iter(model.parameters()), torch.empty(0)).device
         self.queries = 0
         self.gradients = 0
+        self.callback = None  # optional progress(fraction, message); may raise to stop the attack
+
+    def report(self, fraction: float, message: str) -> None:
+        if self.callback is not None:
+            self.callback(min(max(fraction, 0.0), 1.0), message)
 
     # -- model access ------------------------------------------------------------------------
     def logits(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:

@@ -87,7 +87,8 @@ class DeepSAVA(Attack):
             return False
         return True
 
-    def generate(self, video: torch.Tensor, label: int, mask: list[int], iters: int) -> dict:
+    def generate(self, video: torch.Tensor, label: int, mask: list[int], iters: int,
+                 stage: tuple[float, float, str] = (0.0, 1.0, "attack")) -> dict:
         sel = sorted(mask)
         k, _, h, w = video[sel].shape
         scale = torch.tensor([(w - 1) / 2.0, (h - 1) / 2.0], device=video.device).view(1, 2, 1, 1)
@@ -114,6 +115,7 @@ class DeepSAVA(Attack):
             s = ssim(adv, video).mean()
             loss = self.lam * (1.0 - s) - l_adv
             success = int(logits.argmax(1)) != int(y)
+            self.report(stage[0] + stage[1] * it / iters, f"{stage[2]}: iteration {it}/{iters}, loss {float(loss.detach()):.3f}")
             best = {"adv": adv.detach(), "loss": min(best["loss"], float(loss.detach())), "iters": it,
                     "success": success}
             if success:
@@ -134,8 +136,12 @@ class DeepSAVA(Attack):
         if self.select == "first":
             return list(range(self.k)), []
 
+        n_probes = self.bo_trials if self.select == "bo" else t * self.k
+
         def probe(mask: list[int]) -> float:
-            r = self.generate(video, label, mask, self.probe_iters)
+            i = len(trials)
+            r = self.generate(video, label, mask, self.probe_iters,
+                              (0.6 * i / n_probes, 0.6 / n_probes, f"{self.select} probe {i + 1}/{n_probes} frames {mask}"))
             return r["loss"] - (10.0 if r["success"] else 0.0)  # a successful mask is always better
 
         trials: list[dict] = []
@@ -179,7 +185,8 @@ class DeepSAVA(Attack):
 
     def run(self, video: torch.Tensor, label: int):
         mask, trials = self.select_mask(video, label)
-        r = self.generate(video, label, mask, self.max_iters)
+        start = 0.6 if trials else 0.0
+        r = self.generate(video, label, mask, self.max_iters, (start, 1.0 - start, f"attack on frames {mask}"))
         extra = {"mask": mask, "selection": self.select, "trials": trials, "lam": self.lam,
                  "final_loss": r["loss"]}
         return r["adv"], mask, r["iters"], extra

@@ -49,6 +49,7 @@ class Flicker(Attack):
             rough = (d[1:] - d[:-1]).pow(2).sum() if len(sel) > 1 else d.sum() * 0
             loss = self.lam * (thick + self.beta * rough) + hinge
             out, iters = adv.detach(), it
+            self.report(it / self.max_iters, f"iteration {it}/{self.max_iters}")
             if int(logp.argmax()) != label:
                 break
             opt.zero_grad(set_to_none=True)

@@ -48,6 +48,7 @@ class IterativeSaliency(Attack):
             n = ranked[0]
             adv[n] = (adv[n] + self.eps * torch.sign(g[n])).clamp(0.0, 1.0)
             order.append(n)
+            self.report(it / limit, f"frame {n} perturbed ({it}/{limit})")
             success, _, _ = self.judge(adv, label)
             if success or it == limit:
                 return adv, order, it, {"saliency": history}

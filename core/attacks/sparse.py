@@ -49,6 +49,7 @@ class Sparse(Attack):
             hinge = torch.clamp(logp[label] - other.max(), min=-self.kappa)
             loss = self.lam * l21(adv, video) + hinge
             out, iters = adv.detach(), it
+            self.report(it / self.max_iters, f"iteration {it}/{self.max_iters}")
             if int(logp.argmax()) != label:
                 break
             opt.zero_grad(set_to_none=True)

@@ -32,6 +32,7 @@ ARCHITECTURES: dict[str, str] = {
     "frame_cnn": "per-frame 2D CNN (frame t with t+1), logits averaged over time",
     "motion_stream": "differentiable Horn–Schunck flow inside the model + stacked-flow 2D CNN",
     "motion_stream_farneback": "OpenCV Farneback flow (non-differentiable) + stacked-flow 2D CNN",
+    "motion_stream_tvl1": "scikit-image TV-L1 flow (non-differentiable) + stacked-flow 2D CNN",
 }
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 DEFAULT_MODEL = "cnn_lstm"
@@ -49,6 +50,8 @@ def build(name: str, num_classes: int = len(CLASSES), frames: int = 16) -> nn.Mo
         return MotionStream(num_classes, frames, "horn_schunck")
     if name == "motion_stream_farneback":
         return MotionStream(num_classes, frames, "farneback")
+    if name == "motion_stream_tvl1":
+        return MotionStream(num_classes, frames, "tvl1")
     raise ModelError(f"unknown model {name!r}; shipped models are {', '.join(MODEL_NAMES)}")
 
 

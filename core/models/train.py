@@ -23,7 +23,8 @@ from core.models.nets import MotionStream
 from core.models.registry import ARCHITECTURES, ASSETS, build, sha256_file
 
 DEFAULT_EPOCHS = {"cnn_lstm": 14, "cnn_gru": 14, "cnn_rnn": 16, "c3d": 12, "frame_cnn": 10,
-                  "motion_stream": 12, "motion_stream_farneback": 12}
+                  "motion_stream": 12, "motion_stream_farneback": 12,
+                  "motion_stream_tvl1": 12}
 
 
 def _splits(n_train: int, n_val: int, n_test: int, frames: int, size: int):

@@ -1,0 +1,108 @@
+"""Figures of the attack explorer: frame timeline, saliency, per-frame distances, BO trials,
+and a synchronised three-player HTML view."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+
+def timeline_figure(t: int, order: list[int], ssim_pf: list[float], l2_pf: list[float]) -> go.Figure:
+    """Frames on the x axis: perturbed frames coloured with their perturbation order (1, 2, …),
+    per-frame SSIM (line) and ℓ2 (bars) below."""
+    fig = make_subplots(2, 1, shared_xaxes=True, row_heights=[0.35, 0.65], vertical_spacing=0.06,
+                        specs=[[{}], [{"secondary_y": True}]])
+    rank = {f: i + 1 for i, f in enumerate(order)}
+    colors = ["#d62728" if f in rank else "#e0e0e0" for f in range(t)]
+    fig.add_trace(go.Bar(x=list(range(t)), y=[1] * t, marker_color=colors, showlegend=False,
+                         text=[str(rank[f]) if f in rank else "" for f in range(t)], textposition="inside",
+                         hovertemplate="frame %{x}<extra></extra>"), 1, 1)
+    fig.add_trace(go.Bar(x=list(range(t)), y=l2_pf, name="ℓ2 per frame", marker_color="#2ca02c", opacity=0.7),
+                  2, 1, secondary_y=False)
+    fig.add_trace(go.Scatter(x=list(range(t)), y=ssim_pf, name="SSIM per frame", mode="lines+markers",
+                             line=dict(color="#d62728")), 2, 1, secondary_y=True)
+    fig.update_yaxes(visible=False, row=1, col=1)
+    fig.update_yaxes(title_text="ℓ2", row=2, col=1, secondary_y=False)
+    fig.update_yaxes(title_text="SSIM", row=2, col=1, secondary_y=True)
+    fig.update_xaxes(title_text="frame", row=2, col=1, dtick=1)
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=30, b=30), bargap=0.15,
+                      title="frames perturbed (red, numbered in order) and per-frame distances",
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def saliency_figure(history: list[list[float]], order: list[int]) -> go.Figure:
+    """Per-frame saliency (Eq. 3.4); with RG, one trace per refresh."""
+    fig = go.Figure()
+    for i, s in enumerate(history):
+        kw = dict(type="bar") if i == 0 else {}
+        name = "initial saliency" if i == 0 else f"after frame {order[i - 1]}"
+        if i == 0:
+            fig.add_trace(go.Bar(x=list(range(len(s))), y=s, name=name, marker_color="#1f77b4"))
+        else:
+            fig.add_trace(go.Scatter(x=list(range(len(s))), y=s, name=name, mode="lines+markers",
+                                     opacity=0.5 + 0.5 * i / len(history)))
+        del kw
+    fig.update_layout(height=300, xaxis_title="frame", yaxis_title="mean |∂C/∂frame|", xaxis=dict(dtick=1),
+                      margin=dict(l=10, r=10, t=30, b=30), title="frame saliency")
+    return fig
+
+
+def trials_figure(trials: list[dict], chosen: list[int]) -> go.Figure:
+    """Key-frame selection: probe loss of each tried mask in trial order (lower is better)."""
+    fig = go.Figure(go.Scatter(x=list(range(1, len(trials) + 1)), y=[t["loss"] for t in trials], mode="markers+lines",
+                               text=[str(t["frames"]) for t in trials],
+                               marker=dict(size=9, color=["#d62728" if t["frames"] == chosen else "#1f77b4"
+                                                          for t in trials]),
+                               hovertemplate="trial %{x}: frames %{text}, loss %{y:.3f}<extra></extra>"))
+    fig.update_layout(height=280, xaxis_title="trial", yaxis_title="probe loss", margin=dict(l=10, r=10, t=30, b=30),
+                      title=f"key-frame search (chosen: {chosen}, red)")
+    return fig
+
+
+def amplified(video: torch.Tensor, adv: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Perturbation shown as 0.5 + k·(adv − video), with k making its largest value visible."""
+    d = adv - video
+    m = float(d.abs().max())
+    k = 0.5 / m if m > 0 else 1.0
+    return (0.5 + k * d).clamp(0, 1), k
+
+
+def synced_players_html(mp4s: list[bytes], titles: list[str], width: int = 220) -> str:
+    """Three (or more) H.264 players that play, pause and seek together."""
+    vids = "".join(
+        f'<figure style="margin:0 6px;text-align:center"><video id="v{i}" width="{width}" muted loop playsinline '
+        f'src="data:video/mp4;base64,{base64.b64encode(b).decode()}"></video>'
+        f'<figcaption style="font:13px sans-serif">{t}</figcaption></figure>'
+        for i, (b, t) in enumerate(zip(mp4s, titles)))
+    n = len(mp4s)
+    return f"""
+<div style="display:flex;justify-content:center">{vids}</div>
+<div style="text-align:center;margin-top:4px;font:13px sans-serif">
+<button id="pp">▶ play / ❚❚ pause</button> <input id="sk" type="range" min="0" max="1000" value="0" style="width:50%">
+</div>
+<script>
+const v=[...Array({n}).keys()].map(i=>document.getElementById('v'+i));
+const pp=document.getElementById('pp'), sk=document.getElementById('sk');
+pp.onclick=()=>{{ if(v[0].paused){{v.forEach(x=>x.play());}} else {{v.forEach(x=>x.pause());}} }};
+sk.oninput=()=>{{ const t=sk.value/1000*(v[0].duration||0); v.forEach(x=>{{x.currentTime=t;}}); }};
+v[0].ontimeupdate=()=>{{ sk.value=1000*v[0].currentTime/(v[0].duration||1);
+  v.slice(1).forEach(x=>{{ if(Math.abs(x.currentTime-v[0].currentTime)>0.08) x.currentTime=v[0].currentTime; }}); }};
+</script>"""
+
+
+def frame_grid(video: torch.Tensor, adv: torch.Tensor, frames: list[int], scale: int = 3) -> np.ndarray:
+    """Rows: original | amplified perturbation | adversarial, for each frame in ``frames``."""
+    amp, _ = amplified(video, adv)
+    rows = []
+    for f in frames:
+        row = torch.cat([video[f], torch.ones(3, video.shape[2], 2), amp[f], torch.ones(3, video.shape[2], 2), adv[f]], 2)
+        rows.append(row)
+        rows.append(torch.ones(3, 2, row.shape[2]))
+    img = torch.cat(rows[:-1], 1) if rows else torch.ones(3, 2, 2)
+    arr = (img.permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    return arr.repeat(scale, 0).repeat(scale, 1)
