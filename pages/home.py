@@ -18,10 +18,10 @@ motion between frames bent slightly. This tool lets you **see** how video classi
 | Page | What it does | Status |
 |---|---|---|
 | **Home** | pick a clip and a model (sidebar), watch the clip, see the prediction | ready |
-| **Optical flow** | the motion between frames: magnitude, direction, arrows, method comparison | coming (issue #3) |
-| **Safe radius (bounds)** | provable lower and upper bounds on the smallest flow change that flips the decision (Wu & Kwiatkowska, CVPR 2020) | coming (issue #4) |
-| **Attack explorer** | sparse attacks that hit one or a few frames (Inkawhich et al.; DeepSAVA) | coming (issue #5) |
-| **SSIM vs Lp** | why perceptual and pixel distances disagree under spatial transforms | coming (issue #6) |
+| **Optical flow** | the motion between frames: magnitude, direction, arrows, method comparison | ready |
+| **Safe radius (bounds)** | provable lower and upper bounds on the smallest flow change that flips the decision (Wu & Kwiatkowska, CVPR 2020), live | ready |
+| **Attack explorer** | sparse attacks that hit one or a few frames (Inkawhich et al.; DeepSAVA), single clips and sweeps | ready |
+| **SSIM vs Lp** | why perceptual and pixel distances disagree under spatial transforms (DeepSAVA Fig. 1) | ready |
 
 The built-in data is a procedural *motion-action* dataset: textured objects that translate,
 rotate or zoom over textured backgrounds. The class is the **motion**, never the appearance, and

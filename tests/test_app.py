@@ -146,3 +146,45 @@ def test_msr_page_start_pause_resume_stop():
     at.button(key="msr_reset").click()
     at.run()
     assert "msr_run" not in at.session_state
+
+
+def _on_page(page: str, model: str = "c3d", cls: str = "rotate_cw", seed: int = 2000004) -> AppTest:
+    at = _app()
+    at.session_state["pref_model"], at.session_state["pref_class"], at.session_state["pref_seed"] = model, cls, seed
+    at.switch_page(page)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_attack_page_runs_an_attack_and_feeds_the_ssim_page():
+    at = _on_page("pages/attacks.py")
+    at.selectbox(key="atk_method").set_value("saliency-rg")
+    at.run()
+    at.button(key="atk_run").click()
+    at.run()
+    assert not at.exception
+    assert any(s.value.startswith("Success: rotate_cw") for s in at.success)
+    assert float(_metric_value(at, "ℓ∞")) == pytest.approx(0.01, abs=1e-4)
+    labels = [b.label for b in at.get("download_button")]
+    assert "Adversarial video (H.264)" in labels and "Result (JSON)" in labels
+    at.switch_page("pages/ssim_vs_lp.py")
+    at.run()
+    assert not at.exception
+    assert not any("No adversarial video" in i.value for i in at.info)  # the video-level panel uses it
+
+
+def test_attack_page_sweep_tab():
+    at = _on_page("pages/attacks.py")
+    at.multiselect(key="sw_methods").set_value(["one-shot"])
+    at.number_input(key="sw_clips").set_value(2)
+    at.text_input(key="sw_eps").set_value("0.01")
+    at.run()
+    at.button(key="sw_run").click()
+    at.run()
+    assert not at.exception
+    df = at.dataframe(key="sw_table").value
+    assert list(df["method"]) == ["one-shot"] and 0 <= df["FR"].iloc[0] <= 1
+    at.text_input(key="sw_eps").set_value("7")
+    at.run()
+    assert any("ε values" in e.value for e in at.error)

@@ -66,3 +66,16 @@ def test_msr_page_live_chart_gains_points_then_stops(tmp_path):
         status.filter(has_text="stopped").or_(status.filter(has_text="done")).wait_for(timeout=60_000)
         page.get_by_text("Trace (CSV)").wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "msr_stopped.png"), full_page=True)
+
+
+def test_attack_page_one_frame_attack_shows_timeline_and_predictions(tmp_path):
+    with streamlit_server() as url, browser_page() as page:
+        page.goto(url + "/attacks")
+        select_option(page, "Attack", "DeepSAVA")
+        select_option(page, "Key frames", "first frame")
+        page.get_by_role("button", name="Run attack").click()
+        page.locator('[data-testid="stAlert"]').filter(has_text="frame(s) perturbed").wait_for(timeout=120_000)
+        page.locator(".gtitle").filter(has_text="frames perturbed").wait_for(timeout=60_000)  # the timeline
+        assert page.locator(".gtitle").filter(has_text="before").count() == 1
+        assert page.locator(".gtitle").filter(has_text="after").count() == 1
+        page.screenshot(path=str(tmp_path / "attack.png"), full_page=True)
