@@ -11,14 +11,13 @@ import torch
 from core.attacks import METHODS, make_attack
 from core.errors import CoreError
 from core.flow import compute_flow
-from core.inference import prepare
 from core.models import available_models
 from core.video import encode_mp4
 from core.viz import prediction_bar
 from core.viz.attacks import (amplified, frame_grid, saliency_figure, synced_players_html, timeline_figure,
                               trials_figure)
 from core.viz.flow import comparison_figure
-from pages.common import sidebar, load_shipped_model
+from pages.common import require_model_and_clip, sidebar, load_shipped_model
 
 LABELS = {"one-shot": "One-shot FGSM (Inkawhich Eq. 3.3)", "saliency": "Iterative saliency (Eq. 3.4)",
           "saliency-rg": "Iterative saliency, refreshed gradients (RG)", "deepsava": "DeepSAVA (spatial + additive, SSIM)",
@@ -28,10 +27,7 @@ st.title("Attack explorer")
 st.markdown("Perturb one or a few frames of a clip and watch the decision flip: which frames were hit, "
             "in what order, how much, and why (saliency, key-frame search).")
 sel = sidebar()
-if sel is None or sel.video is None or sel.model is None:
-    st.info("Choose a clip and a model in the sidebar.")
-    st.stop()
-video = prepare(sel.video, sel.spec)
+video = require_model_and_clip(sel)
 T = video.shape[0]
 shipped = [c["name"] for c in available_models()]
 tab1, tab2 = st.tabs(["Single attack", "Sweep"])

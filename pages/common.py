@@ -206,6 +206,19 @@ def current() -> Selection | None:
     return st.session_state.get("selection")
 
 
+def require_model_and_clip(sel: Selection) -> torch.Tensor:
+    """Stop the page with a clear message unless a model and a clip are loaded; return the clip
+    fitted to the model's input (frames, square size)."""
+    from core.inference import prepare
+
+    if sel.error:
+        st.error(sel.error)
+    if sel.video is None or sel.model is None:
+        st.info("Choose a clip and a model in the sidebar.")
+        st.stop()
+    return prepare(sel.video, sel.spec)
+
+
 def placeholder(title: str, issue: int, what: str) -> None:
     """A page whose feature has not landed yet: say so plainly, show no fake results."""
     st.title(title)

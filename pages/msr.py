@@ -10,14 +10,13 @@ import torch
 
 from core.errors import CoreError
 from core.flow import compute_flow
-from core.inference import prepare
 from core.msr import Evaluator, MSRParams, MSRSolver, estimate_lipschitz, make_space, tau_from_lipschitz
 from core.msr.background import BackgroundRun
 from core.video import encode_mp4
 from core.viz import frame_strip, prediction_bar
 from core.viz.flow import comparison_figure
 from core.viz.msr import bounds_figure, lower_traces_figure
-from pages.common import sidebar
+from pages.common import require_model_and_clip, sidebar
 
 st.title("Maximum safe radius on optical flow")
 st.markdown(
@@ -29,10 +28,7 @@ st.markdown(
     "The grey band is where the continuous MSR lies by Theorem 1, `[lower − ½d̃, upper]`.")
 
 sel = sidebar()
-if sel is None or sel.video is None or sel.model is None:
-    st.info("Choose a clip and a model in the sidebar.")
-    st.stop()
-video = prepare(sel.video, sel.spec)
+video = require_model_and_clip(sel)
 T = video.shape[0]
 H = video.shape[-1]
 

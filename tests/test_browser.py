@@ -38,8 +38,8 @@ def test_ssim_page_rotation_slider_updates_table(tmp_path):
         page.goto(url + "/ssim_vs_lp")
         page.get_by_text("Playground").wait_for()
         slider = page.locator('[data-testid="stSlider"]').filter(has_text="Rotation °")
-        thumb = slider.locator('[role="slider"]')
-        thumb.wait_for()
+        thumb = slider.locator("input")
+        thumb.wait_for(state="attached")
         table = page.locator('[data-testid="stTable"]').first
         before = table.inner_text()
         assert "none" in before

@@ -103,6 +103,13 @@ class Attack:
         self.gradients += 1
         return g.detach()
 
+    def descend(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One optimiser step on ``loss`` (counted as a gradient computation)."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.gradients += 1
+        opt.step()
+
     # -- running -------------------------------------------------------------------------------
     def params(self) -> dict:  # pragma: no cover - overridden
         return {}
@@ -127,6 +134,15 @@ class Attack:
         seconds = time.perf_counter() - t0
         return build_result(self.name, video, adv, label, c_label, k1, c1, success, frames, iters,
                             self.queries, self.gradients, seconds, self.params(), self.classes, extra)
+
+
+def logprob_hinge(logits: torch.Tensor, label: int, kappa: float = 0.0) -> tuple[torch.Tensor, bool]:
+    """``max(log p_y − max_{c≠y} log p_c, −κ)`` of one clip's logits, and whether it is already
+    misclassified (the adversarial term of the Sparse and flickering baselines)."""
+    logp = torch.log_softmax(logits, 1)[0]
+    other = logp.clone()
+    other[label] = -torch.inf
+    return torch.clamp(logp[label] - other.max(), min=-kappa), int(logp.argmax()) != label
 
 
 def changed_frames(video: torch.Tensor, adv: torch.Tensor) -> list[int]:

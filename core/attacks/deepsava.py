@@ -120,10 +120,7 @@ class DeepSAVA(Attack):
                     "success": success}
             if success:
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.gradients += 1
-            opt.step()
+            self.descend(opt, loss)
         return best
 
     # -- Algorithm 1: key-frame selection -------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from core.attacks.base import Attack
+from core.attacks.base import Attack, logprob_hinge
 from core.checks import check_range
 
 
@@ -41,19 +41,12 @@ class Flicker(Attack):
         for it in range(1, self.max_iters + 1):
             adv = video.clone()
             adv[sel] = (video[sel] + d).clamp(0.0, 1.0)
-            logp = torch.log_softmax(self.logits(adv), 1)[0]
-            other = logp.clone()
-            other[label] = -torch.inf
-            hinge = torch.clamp(logp[label] - other.max(), min=0.0)
-            thick = d.flatten(1).norm(dim=1).mean()
-            rough = (d[1:] - d[:-1]).pow(2).sum() if len(sel) > 1 else d.sum() * 0
-            loss = self.lam * (thick + self.beta * rough) + hinge
+            hinge, fooled = logprob_hinge(self.logits(adv), label)
             out, iters = adv.detach(), it
             self.report(it / self.max_iters, f"iteration {it}/{self.max_iters}")
-            if int(logp.argmax()) != label:
+            if fooled:
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.gradients += 1
-            opt.step()
+            thick = d.flatten(1).norm(dim=1).mean()
+            rough = (d[1:] - d[:-1]).pow(2).sum() if len(sel) > 1 else d.sum() * 0
+            self.descend(opt, self.lam * (thick + self.beta * rough) + hinge)
         return out, sel, iters, {"mask": sel, "offsets": d.detach().flatten(1).cpu().tolist()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from core.attacks.base import Attack
+from core.attacks.base import Attack, logprob_hinge
 from core.checks import check_range
 from core.metrics import l21
 
@@ -43,17 +43,10 @@ class Sparse(Attack):
             adv[sel] = (video[sel] + e).clamp(0.0, 1.0)
             if self.l21_budget is not None and float(l21(adv.detach(), video)) > self.l21_budget:
                 break
-            logp = torch.log_softmax(self.logits(adv), 1)[0]
-            other = logp.clone()
-            other[label] = -torch.inf
-            hinge = torch.clamp(logp[label] - other.max(), min=-self.kappa)
-            loss = self.lam * l21(adv, video) + hinge
+            hinge, fooled = logprob_hinge(self.logits(adv), label, self.kappa)
             out, iters = adv.detach(), it
             self.report(it / self.max_iters, f"iteration {it}/{self.max_iters}")
-            if int(logp.argmax()) != label:
+            if fooled:
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.gradients += 1
-            opt.step()
+            self.descend(opt, self.lam * l21(adv, video) + hinge)
         return out, sel, iters, {"mask": sel}

@@ -46,27 +46,25 @@ def farneback(frame1: torch.Tensor, frame2: torch.Tensor, **params) -> torch.Ten
     return torch.from_numpy(out)
 
 
+def _skimage(fn, frame1: torch.Tensor, frame2: torch.Tensor, params: dict) -> torch.Tensor:
+    """Run a scikit-image flow function (returns (row, col) = (y, x)) on each pair."""
+    g1, g2 = _pairs_gray(frame1, frame2)
+    out = np.empty((g1.shape[0], 2, *g1.shape[1:]), dtype=np.float32)
+    for i in range(g1.shape[0]):
+        vy, vx = fn(g1[i], g2[i], **params)
+        out[i, 0], out[i, 1] = vx, vy
+    return torch.from_numpy(out)
+
+
 def tvl1(frame1: torch.Tensor, frame2: torch.Tensor, **params) -> torch.Tensor:
     """scikit-image TV-L1 (Zach et al. 2007) for each pair."""
     from skimage.registration import optical_flow_tvl1
 
-    p = {**TVL1_DEFAULTS, **params}
-    g1, g2 = _pairs_gray(frame1, frame2)
-    out = np.empty((g1.shape[0], 2, *g1.shape[1:]), dtype=np.float32)
-    for i in range(g1.shape[0]):
-        vy, vx = optical_flow_tvl1(g1[i], g2[i], **p)
-        out[i, 0], out[i, 1] = vx, vy
-    return torch.from_numpy(out)
+    return _skimage(optical_flow_tvl1, frame1, frame2, {**TVL1_DEFAULTS, **params})
 
 
 def ilk(frame1: torch.Tensor, frame2: torch.Tensor, **params) -> torch.Tensor:
     """scikit-image iterative Lucas–Kanade for each pair."""
     from skimage.registration import optical_flow_ilk
 
-    p = {**ILK_DEFAULTS, **params}
-    g1, g2 = _pairs_gray(frame1, frame2)
-    out = np.empty((g1.shape[0], 2, *g1.shape[1:]), dtype=np.float32)
-    for i in range(g1.shape[0]):
-        vy, vx = optical_flow_ilk(g1[i], g2[i], **p)
-        out[i, 0], out[i, 1] = vx, vy
-    return torch.from_numpy(out)
+    return _skimage(optical_flow_ilk, frame1, frame2, {**ILK_DEFAULTS, **params})
