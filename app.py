@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="Video robustness", page_icon="🎞️", layout="wide")
+st.set_page_config(page_title="Video robustness", page_icon=":material/movie:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/flow.py", title="Optical flow", icon="🌊"),
-    st.Page("pages/msr.py", title="Safe radius (bounds)", icon="🛡️"),
-    st.Page("pages/attacks.py", title="Attack explorer", icon="⚔️"),
-    st.Page("pages/ssim_vs_lp.py", title="SSIM vs Lp", icon="📐"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/flow.py", title="Optical flow", icon=":material/waves:"),
+    st.Page("pages/msr.py", title="Safe radius (bounds)", icon=":material/shield:"),
+    st.Page("pages/attacks.py", title="Attack explorer", icon=":material/bolt:"),
+    st.Page("pages/ssim_vs_lp.py", title="SSIM vs Lp", icon=":material/compare:"),
 ]
 
 nav = st.navigation(PAGES)
