@@ -119,6 +119,7 @@ def _read_pyav(data: bytes, name: str) -> tuple[list[np.ndarray], VideoInfo]:
 
 
 def _read_opencv(data: bytes, name: str) -> tuple[list[np.ndarray], VideoInfo]:
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # keep libav's own messages off stderr
     import cv2
 
     suffix = Path(name).suffix or ".bin"

@@ -113,8 +113,21 @@ def _hash(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()[:16]
 
 
+def _leave_legacy_multipage_mode() -> None:
+    """A fresh server opened directly on a page URL (e.g. ``/msr``) runs Streamlit's legacy
+    ``pages/``-directory mode: the page file alone, with every file of ``pages/`` listed as a page,
+    and it stays in that mode until ``app.py`` runs. Switch it off and rerun through ``app.py``'s
+    ``st.navigation`` (same URL, so the same page)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def sidebar() -> Selection:
     """Render the shared sidebar and store the selection in ``st.session_state['selection']``."""
+    _leave_legacy_multipage_mode()
     sb = st.sidebar
     sb.header("Model")
     names = [c["name"] for c in available_models()]

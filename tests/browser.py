@@ -74,6 +74,5 @@ def browser_page(width: int = 1400, height: int = 1000):
 
 def select_option(page, label: str, option: str) -> None:
     """Choose ``option`` in the streamlit selectbox labelled ``label``."""
-    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
-    box.locator('[role="combobox"]').click()
+    page.get_by_role("combobox", name=label, exact=True).filter(visible=True).first.click()
     page.locator('[role="option"]').filter(has_text=option).first.click()

@@ -79,3 +79,13 @@ def test_attack_page_one_frame_attack_shows_timeline_and_predictions(tmp_path):
         assert page.locator(".gtitle").filter(has_text="before").count() == 1
         assert page.locator(".gtitle").filter(has_text="after").count() == 1
         page.screenshot(path=str(tmp_path / "attack.png"), full_page=True)
+
+
+def test_direct_page_url_on_a_fresh_server_uses_our_navigation():
+    """Opening /flow first must not show Streamlit's legacy pages/ listing (app, common, …)."""
+    with streamlit_server() as url, browser_page() as page:
+        page.goto(url + "/flow")
+        page.get_by_role("heading", name="Optical flow").wait_for()
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        nav.get_by_text("Safe radius (bounds)").wait_for()
+        assert nav.get_by_text("common", exact=True).count() == 0
