@@ -130,7 +130,8 @@ def live() -> None:
     m[1].metric("Iteration", s.iteration)
     m[2].metric("Lower bound", f"{lower:.4g}")
     m[3].metric("Upper bound", f"{upper:.4g}" if s._grid_witness() is not None else "d + ε")
-    m[4].metric("Nodes / s", f"{s.astar.generated / max(s.elapsed, 1e-9):.0f}")
+    m[4].metric("Evaluations / s", f"{s.ev.evaluations / max(s.elapsed, 1e-9):.0f}",
+                help="model evaluations (A* nodes, gradient steps, witness checks) per second")
     m[5].metric("Elapsed", f"{s.elapsed:.1f} s")
     st.plotly_chart(bounds_figure(trace, s.band, s.params.budget,
                                   f"{sel.spec.name} · {s.space.describe()} · τ = {s.params.tau:g}"),

@@ -31,8 +31,8 @@ def bounds_figure(trace: list[dict], band: float, budget: float, title: str = ""
     fig.add_hline(y=budget, line_dash="dot", line_color="grey", annotation_text="budget d",
                   annotation_position="top left")
     fig.update_layout(title=title or None, xaxis_title="iteration", yaxis_title="flow distance",
-                      height=380, margin=dict(l=10, r=10, t=40 if title else 10, b=40),
-                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0))
+                      height=420, margin=dict(l=10, r=10, t=40 if title else 10, b=40),
+                      legend=dict(orientation="h", y=-0.18, yanchor="top", x=0))
     return fig
 
 
