@@ -120,7 +120,10 @@ def _leave_legacy_multipage_mode() -> None:
     ``st.navigation`` (same URL, so the same page)."""
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    # Once per session: AppTest re-arms the flag before every run, and a rerun there would
+    # swallow the widget events of that run.
+    if PagesManager.uses_pages_directory and not st.session_state.get("_left_legacy_mode"):
+        st.session_state["_left_legacy_mode"] = True
         PagesManager.uses_pages_directory = False
         st.rerun()
 

@@ -135,3 +135,11 @@ def test_bench_msr_prints_ratios():
     r = run("bench", "msr", "--quick")
     assert r.returncode == 0, r.stderr
     assert "sign agreement" in r.stdout and "fast path" in r.stdout
+
+
+def test_bench_attacks_prints_selection_and_overheads():
+    r = run("bench", "attacks", "--quick")
+    assert r.returncode == 0, r.stderr
+    assert "brute force / BO time ratio" in r.stdout and "wall/ideal" in r.stdout
+    for m in ("one-shot", "saliency-rg", "deepsava", "sparse", "flicker"):
+        assert m in r.stdout
