@@ -188,3 +188,31 @@ def test_attack_page_sweep_tab():
     at.text_input(key="sw_eps").set_value("7")
     at.run()
     assert any("ε values" in e.value for e in at.error)
+
+
+def test_msr_brightness_and_scalability_panels():
+    at = _on_page("pages/msr.py", model="c3d")
+    at.number_input(key="msr_iters").set_value(3)
+    at.run()
+    at.button(key="msr_start").click()
+    at.run()
+    import time
+
+    for _ in range(60):
+        time.sleep(0.5)
+        at.run()
+        if _metric_value(at, "Status") != "running":
+            break
+    assert _metric_value(at, "Status") in ("limit", "done")
+    at.button(key="msr_bright").click()
+    at.run()
+    assert not at.exception
+    traces = at.session_state["msr_bright_res"]
+    assert set(traces) == {"τ = 0.01", "τ = 0.02"}
+    for tr in traces.values():
+        lows = [e["lower"] for e in tr]
+        assert lows == sorted(lows) and len(tr) >= 1
+    at.button(key="msr_scal").click()
+    at.run()
+    assert not at.exception
+    assert [k.split(" ")[0] for k in at.session_state["msr_scal_res"]] == ["1", "2", "3"]
