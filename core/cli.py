@@ -340,6 +340,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.json:
         print(json.dumps(result))
-    else:
+    elif args.command != "bench":  # benchmarks print their own table
         _print_human(result)
     return 0
