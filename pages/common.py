@@ -213,6 +213,8 @@ def sidebar() -> Selection:
                 video_label = up.name
             except CoreError as e:
                 error = (error + "\n\n" if error else "") + f"Video not loaded: {e}"
+    if error:
+        sb.error(error)  # visible on every page
     sel = Selection(model, spec, model_key, video, video_key, video_label, info, true_label, error)
     st.session_state["selection"] = sel
     return sel

@@ -89,3 +89,23 @@ def test_direct_page_url_on_a_fresh_server_uses_our_navigation():
         nav = page.locator('[data-testid="stSidebarNav"]')
         nav.get_by_text("Safe radius (bounds)").wait_for()
         assert nav.get_by_text("common", exact=True).count() == 0
+
+
+def test_upload_bad_then_good_video(tmp_path):
+    from core.data import make_clip
+    from core.video import write_video
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video" * 100)
+    good = write_video(tmp_path / "good.mp4", make_clip("zoom_out", 9).video, scale=2)
+    with streamlit_server() as url, browser_page() as page:
+        page.goto(url)
+        page.get_by_text("Upload a video").click()
+        upload = page.locator('[data-testid="stSidebar"] input[type="file"]').first
+        upload.set_input_files(str(bad))
+        page.locator('[data-testid="stAlert"]').filter(has_text="not a readable video").first.wait_for()
+        upload.set_input_files(str(good))
+        page.get_by_text("Clip: good.mp4").wait_for()
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .bars .point').length >= 8")
+        page.screenshot(path=str(tmp_path / "upload.png"), full_page=True)
