@@ -88,13 +88,15 @@ params = MSRParams(metric=metric, tau=float(tau), budget=float(budget), flows=so
                    heuristic=heuristic, lipschitz=lip, max_iters=max_iters, time_limit=time_limit)
 key = hashlib.sha256(json.dumps([sel.model_key, sel.video_key, params.to_dict()], default=str).encode()).hexdigest()[:16]
 run: BackgroundRun | None = st.session_state.get("msr_run")
-if run is not None and st.session_state.get("msr_run_key") != key and run.status in ("running",):
-    st.caption("Parameters changed: the running computation continues with its own parameters until you Stop or Reset.")
+if run is not None and st.session_state.get("msr_run_key") != key:
+    st.caption("Parameters changed: the chart shows the previous computation; Start begins a new one"
+               + (" (after Pause or Stop)." if run.status == "running" else "."))
 
 b = st.columns(5)
-if b[0].button("▶ Start" if run is None or run.status == "idle" else "▶ Resume", type="primary", key="msr_start",
-               disabled=run is not None and run.status in ("running", "stopped", "done", "error")):
-    if run is None or st.session_state.get("msr_run_key") != key and run.status not in ("paused", "limit"):
+resumable = run is not None and run.status in ("paused", "limit") and st.session_state.get("msr_run_key") == key
+if b[0].button("▶ Resume" if resumable else "▶ Start", type="primary", key="msr_start",
+               disabled=run is not None and run.status == "running"):
+    if not resumable:  # a new computation with the current parameters
         try:
             solver = MSRSolver(sel.model, video, params, classes=sel.spec.classes)
             run = BackgroundRun(solver)
