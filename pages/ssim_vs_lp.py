@@ -201,11 +201,11 @@ if adv is not None:
 elif sel is not None and sel.video is not None and ops:
     orig = limit_size(sel.video[: min(sel.video.shape[0], 64)], MAX_SIDE)
     advv = compose(orig, ops, seed)
-    title = "the current clip under the playground transform (no adversarial video in this session yet)"
+    title = "the current clip under the playground transform (no attack run in this session yet)"
 else:
     orig = advv = None
-    st.info("No adversarial video in this session yet (the Attack explorer arrives with issue #5). "
-            "Set a playground transform to see per-frame curves for the current clip.")
+    st.info("No adversarial video in this session yet: run an attack on the Attack explorer page, or set a "
+            "playground transform above to see per-frame curves for the current clip.")
 if orig is not None:
     with torch.no_grad():
         per_ssim = ssim(orig, advv).numpy()
