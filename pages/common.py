@@ -236,9 +236,3 @@ def require_model_and_clip(sel: Selection) -> torch.Tensor:
         st.stop()
     return prepare(sel.video, sel.spec)
 
-
-def placeholder(title: str, issue: int, what: str) -> None:
-    """A page whose feature has not landed yet: say so plainly, show no fake results."""
-    st.title(title)
-    st.info(f"**Not built yet** — this page arrives with issue #{issue}. No results are shown "
-            f"until then.\n\n{what}")
