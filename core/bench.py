@@ -33,7 +33,7 @@ def bench_flow(quick: bool = False, echo: bool = True) -> dict:
     for size in (64, 224):
         clip = make_clip("rotate_cw", 7, frames=pairs + 1, size=size)
         for m in METHODS:
-            t = _time(lambda: compute_flow(clip.video, m), repeats)
+            t = _time(lambda clip=clip, m=m: compute_flow(clip.video, m), repeats)
             rows.setdefault(m, {})[f"ms_per_pair_{size}"] = 1000 * t / pairs
     ev = evaluate_methods(METHODS, clips_per_class=1 if quick else 2, frames=5 if quick else 8)
     base = rows["farneback"]

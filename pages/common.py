@@ -16,7 +16,7 @@ import torch
 
 from core.data import CLASSES
 from core.errors import CoreError
-from core.models import DEFAULT_MODEL, MODEL_NAMES, ModelSpec, available_models
+from core.models import DEFAULT_MODEL, ModelSpec, available_models
 
 UPLOAD_MODEL = "Upload TorchScript…"
 VIDEO_KINDS = ("Synthetic clip", "Bundled real clip", "Upload a video")

@@ -166,7 +166,7 @@ curves = _curves(key, seed, x_np)
 norm = curves["normaliser"]
 fig = make_subplots(1, len(SWEEPS), shared_yaxes=True, subplot_titles=list(SWEEPS))
 colors = {"ssim_dist": "#d62728", "l1": "#1f77b4", "l2": "#2ca02c", "linf": "#9467bd"}
-for i, (name, (mmax, unit)) in enumerate(SWEEPS.items(), start=1):
+for i, (name, (_mmax, unit)) in enumerate(SWEEPS.items(), start=1):
     for k, mname in METRIC_NAMES.items():
         fig.add_trace(go.Scatter(x=curves[name]["magnitude"], y=np.array(curves[name][k]) / norm[k],
                                  name=mname, legendgroup=k, showlegend=i == 1, mode="lines+markers",
