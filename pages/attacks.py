@@ -23,6 +23,30 @@ LABELS = {"one-shot": "One-shot FGSM (Inkawhich Eq. 3.3)", "saliency": "Iterativ
           "saliency-rg": "Iterative saliency, refreshed gradients (RG)", "deepsava": "DeepSAVA (spatial + additive, SSIM)",
           "sparse": "Sparse (Wei et al., ℓ2,1)", "flicker": "Sparse flickering (Pony et al.)"}
 
+
+
+def _views(key: str, model, video: torch.Tensor, adv: torch.Tensor) -> dict:
+    """Everything derived from one attack result (videos, flows, predictions), computed once per
+    result and kept in the session — not on every rerun."""
+    views = st.session_state.setdefault("atk_views", {})
+    if key not in views:
+        amp, k = amplified(video, adv)
+        scale = max(1, 192 // video.shape[-1])
+        with torch.no_grad():
+            dev = next(iter(model.parameters()), torch.empty(0)).device
+            p_adv = torch.softmax(model(adv.unsqueeze(0).to(dev)).float(), 1)[0].cpu()
+            p_org = torch.softmax(model(video.unsqueeze(0).to(dev)).float(), 1)[0].cpu()
+        views.clear()  # keep only the latest result's views
+        views[key] = {
+            "k": k, "scale": scale, "p_adv": p_adv, "p_org": p_org,
+            "players": synced_players_html([encode_mp4(video, 4, scale), encode_mp4(amp, 4, scale),
+                                            encode_mp4(adv, 4, scale)],
+                                           ["original", f"perturbation ×{k:.1f} (grey = 0)", "adversarial"]),
+            "flow_org": compute_flow(video), "flow_adv": compute_flow(adv), "adv_mp4": encode_mp4(adv, 8, scale),
+        }
+    return views[key]
+
+
 st.title("Attack explorer")
 st.markdown("Perturb one or a few frames of a clip and watch the decision flip: which frames were hit, "
             "in what order, how much, and why (saliency, key-frame search).")
@@ -106,9 +130,8 @@ with tab1:
         st.plotly_chart(timeline_figure(T, res.perturbed_frames, res.distances["ssim_per_frame"], res.l2_per_frame),
                         width="stretch", key="atk_timeline")
         c1, c2 = st.columns(2)
-        with torch.no_grad():
-            p_adv = torch.softmax(sel.model(adv.unsqueeze(0).to(video.device)).float(), 1)[0].cpu()
-            p_org = torch.softmax(sel.model(video.unsqueeze(0)).float(), 1)[0].cpu()
+        view = _views(key, sel.model, video.cpu(), adv)
+        p_org, p_adv = view["p_org"], view["p_adv"]
         true = sel.spec.classes[sel.true_label] if sel.true_label is not None else None
         c1.plotly_chart(prediction_bar(dict(zip(sel.spec.classes, p_org.tolist())), true, "before"), width="stretch",
                         key="atk_before")
@@ -118,23 +141,20 @@ with tab1:
             st.plotly_chart(saliency_figure(res.extra["saliency"], res.perturbed_frames), width="stretch", key="atk_sal")
         if res.extra.get("trials"):
             st.plotly_chart(trials_figure(res.extra["trials"], res.extra["mask"]), width="stretch", key="atk_trials")
-        amp, k = amplified(video.cpu(), adv)
-        scale = max(1, 192 // video.shape[-1])
-        st.iframe(synced_players_html([encode_mp4(video.cpu(), 4, scale), encode_mp4(amp, 4, scale),
-                                             encode_mp4(adv, 4, scale)],
-                                            ["original", f"perturbation ×{k:.1f} (grey = 0)", "adversarial"]),
-                  height=video.shape[-1] * 3 + 120)
+        k = view["k"]
+        scale = view["scale"]
+        st.iframe(view["players"], height=video.shape[-1] * 3 + 120)
         show = res.perturbed_frames[:6] if len(res.perturbed_frames) < T else res.perturbed_frames[:3]
         if show:
             st.image(frame_grid(video.cpu(), adv, show), caption=f"frames {show}: original | perturbation ×{k:.1f} | "
                      "adversarial", width="content")
             f = min(show[0], T - 2)
-            fo, fa = compute_flow(video.cpu())[f], compute_flow(adv)[f]
+            fo, fa = view["flow_org"][f], view["flow_adv"][f]
             st.markdown(f"**Flow of frame pair {f} → {f + 1}** (Horn–Schunck): original | difference | adversarial")
             st.plotly_chart(comparison_figure(fo, fa, "magnitude"), width="stretch", key="atk_flow_mag")
             st.plotly_chart(comparison_figure(fo, fa, "direction"), width="stretch", key="atk_flow_dir")
         e1, e2 = st.columns(2)
-        e1.download_button("Adversarial video (H.264)", encode_mp4(adv, 8, scale), "adversarial.mp4", "video/mp4",
+        e1.download_button("Adversarial video (H.264)", view["adv_mp4"], "adversarial.mp4", "video/mp4",
                            key="atk_dl_mp4")
         e2.download_button("Result (JSON)", json.dumps(d, indent=2, default=str), "attack_result.json",
                            "application/json", key="atk_dl_json")

@@ -161,7 +161,10 @@ if run is None or run.status == "running" or not run.solver.trace:
 
 # ------------------------------------------------------------------ results
 s = run.solver
-res = s.result()
+_rk = (id(run), run.status, s.iteration)
+if st.session_state.get("msr_result_key") != _rk:  # result() computes flows: once per state, not per rerun
+    st.session_state["msr_result"], st.session_state["msr_result_key"] = s.result(), _rk
+res = st.session_state["msr_result"]
 st.header("Witnesses")
 t_pair = s.params.flows[0] if s.params.space == "flow" else T // 2 - 1
 
