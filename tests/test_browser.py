@@ -76,8 +76,9 @@ def test_attack_page_one_frame_attack_shows_timeline_and_predictions(tmp_path):
         page.get_by_role("button", name="Run attack").click()
         page.locator('[data-testid="stAlert"]').filter(has_text="frame(s) perturbed").wait_for(timeout=120_000)
         page.locator(".gtitle").filter(has_text="frames perturbed").wait_for(timeout=60_000)  # the timeline
+        page.locator(".gtitle").filter(has_text="before").first.wait_for(timeout=60_000)  # predictions
+        page.locator(".gtitle").filter(has_text="after").first.wait_for(timeout=60_000)
         assert page.locator(".gtitle").filter(has_text="before").count() == 1
-        assert page.locator(".gtitle").filter(has_text="after").count() == 1
         page.screenshot(path=str(tmp_path / "attack.png"), full_page=True)
 
 
