@@ -144,14 +144,16 @@ ops = [(n, v) for n, v, ident in (("rotate", p_rot, 0.0), ("zoom", p_zoom, 1.0),
 y = compose(frame, ops, seed) if ops else frame.clone()
 d = distances(frame, y)
 diff = (y - frame).abs().mean(0)
-amp = 1.0 / max(float(diff.max()), 1e-6)
+dmax = float(diff.max())
+amp = 1.0 / dmax if dmax > 0 else 1.0
 st.table(pd.DataFrame([{"transform": ",".join(f"{n}={v:g}" for n, v in ops) or "none",
                         "SSIM": f"{d['ssim']:.4f}", "ℓ1": f"{d['l1']:.2f}", "ℓ2": f"{d['l2']:.3f}",
                         "ℓ∞": f"{d['linf']:.4f}", "RMS": f"{d['l2_rms']:.4f}"}]).set_index("transform"))
 cols = st.columns(3)
 cols[0].image(to_uint8(y), caption="perturbed", width="stretch")
 cols[1].image((diff.clamp(0, 1) * amp).clamp(0, 1).numpy(), clamp=True,
-              caption=f"|difference| × {amp:.1f} (white = {float(diff.max()):.3f})", width="stretch")
+              caption=(f"|difference| × {amp:.1f} (white = {dmax:.3f})" if dmax > 0 else
+                       "no difference: move a slider"), width="stretch")
 smap = ssim_map(frame, y).numpy()
 hm = go.Figure(go.Heatmap(z=smap, zmin=min(0.0, float(smap.min())), zmax=1, colorscale="Greys_r",
                           colorbar=dict(title="SSIM", thickness=10)))
