@@ -39,14 +39,11 @@ def saliency_figure(history: list[list[float]], order: list[int]) -> go.Figure:
     """Per-frame saliency (Eq. 3.4); with RG, one trace per refresh."""
     fig = go.Figure()
     for i, s in enumerate(history):
-        kw = dict(type="bar") if i == 0 else {}
-        name = "initial saliency" if i == 0 else f"after frame {order[i - 1]}"
         if i == 0:
-            fig.add_trace(go.Bar(x=list(range(len(s))), y=s, name=name, marker_color="#1f77b4"))
+            fig.add_trace(go.Bar(x=list(range(len(s))), y=s, name="initial saliency", marker_color="#1f77b4"))
         else:
-            fig.add_trace(go.Scatter(x=list(range(len(s))), y=s, name=name, mode="lines+markers",
-                                     opacity=0.5 + 0.5 * i / len(history)))
-        del kw
+            fig.add_trace(go.Scatter(x=list(range(len(s))), y=s, name=f"after frame {order[i - 1]}",
+                                     mode="lines+markers", opacity=0.5 + 0.5 * i / len(history)))
     fig.update_layout(height=300, xaxis_title="frame", yaxis_title="mean |∂C/∂frame|", xaxis=dict(dtick=1),
                       margin=dict(l=10, r=10, t=30, b=30), title="frame saliency")
     return fig
