@@ -80,8 +80,10 @@ class DeepSAVA(Attack):
                 "bo_trials": self.bo_trials, "probe_iters": self.probe_iters, "seed": self.seed}
 
     # -- Algorithm 2: the adversarial generator G(X, y, M, λ) -----------------------------------
-    def within_budget(self, adv: torch.Tensor, video: torch.Tensor) -> bool:
-        if self.ssim_budget is not None and float(ssim(adv, video).mean()) < self.ssim_budget:
+    def within_budget(self, adv: torch.Tensor, video: torch.Tensor, mean_ssim: float | None = None) -> bool:
+        if mean_ssim is None and self.ssim_budget is not None:
+            mean_ssim = float(ssim(adv, video).mean())
+        if self.ssim_budget is not None and mean_ssim < self.ssim_budget:
             return False
         if self.l21_budget is not None and float(l21(adv, video)) > self.l21_budget:
             return False
@@ -92,7 +94,6 @@ class DeepSAVA(Attack):
         sel = sorted(mask)
         k, _, h, w = video[sel].shape
         scale = torch.tensor([(w - 1) / 2.0, (h - 1) / 2.0], device=video.device).view(1, 2, 1, 1)
-        params = []
         u = torch.zeros(k, 2, h, w, device=video.device, requires_grad=self.mode != "additive")
         n = torch.zeros(k, 3, h, w, device=video.device, requires_grad=self.mode != "spatial")
         params = [p for p in (u, n) if p.requires_grad]
@@ -108,11 +109,11 @@ class DeepSAVA(Attack):
                 xs = xs + n
             adv = video.clone()
             adv[sel] = xs.clamp(0.0, 1.0)
-            if not self.within_budget(adv.detach(), video):
+            s = ssim(adv, video).mean()  # once: for the budget and for the loss
+            if not self.within_budget(adv.detach(), video, float(s.detach())):
                 break  # keep the last iterate inside the budget
             logits = self.logits(adv)
             l_adv = log_not(logits[0], label)  # log(1 − p_y): maximised
-            s = ssim(adv, video).mean()
             loss = self.lam * (1.0 - s) - l_adv
             success = int(logits.argmax(1)) != int(y)
             self.report(stage[0] + stage[1] * it / iters, f"{stage[2]}: iteration {it}/{iters}, loss {float(loss.detach()):.3f}")
