@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from core.checks import check_video
-from core.device import DeviceLike, get_device
+from core.classifier import VideoClassifier, as_classifier
 from core.models.registry import ModelSpec
 from core.video import fit_clip
 
@@ -17,21 +16,24 @@ def prepare(video: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     return fit_clip(video, spec.frames, spec.size)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, spec: ModelSpec, video: torch.Tensor, device: DeviceLike = None) -> dict:
-    """Classify one clip.
+def predict(model: VideoClassifier | torch.nn.Module, spec: ModelSpec | None, video: torch.Tensor) -> dict:
+    """Classify one clip (fitted to the model's input first).
+
+    Args:
+        model: a :class:`VideoClassifier` (or a bare module, wrapped).
+        spec: the model's spec (``None``: the classifier's own).
+        video: ``(T, 3, H, W)`` in [0, 1], any length and size.
 
     Returns:
         ``{model, label, label_index, confidence, probs: {class: p}}`` (flat, JSON-serialisable).
     """
-    dev = get_device(device) if device is not None else next(iter(model.parameters()), torch.empty(0)).device
-    x = prepare(video, spec).unsqueeze(0).to(dev)
-    probs = torch.softmax(model(x).float(), dim=1)[0].cpu()
-    k = int(probs.argmax())
+    clf = as_classifier(model, spec)
+    spec = spec or clf.spec
+    k, conf, probs = clf.fork().predict(prepare(video, spec))
     return {
         "model": spec.name,
         "label": spec.classes[k],
         "label_index": k,
-        "confidence": float(probs[k]),
+        "confidence": conf,
         "probs": {c: float(p) for c, p in zip(spec.classes, probs.tolist())},
     }

@@ -113,18 +113,26 @@ def l21(x: torch.Tensor, y: torch.Tensor, normalised: bool = True) -> torch.Tens
     return per.sum()
 
 
-def distances(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+def distances(x: torch.Tensor, y: torch.Tensor, changed: list[int] | None = None) -> dict[str, float]:
     """Every distance, as one flat JSON-serialisable record.
 
-    A frame ``(C, H, W)`` gives ``ssim, l1, l2, linf, l1_mean, l2_rms``; a video ``(T, C, H, W)``
-    adds ``l21, l21_norm`` and ``ssim_per_frame``.
+    ``{ssim, l1, l2, linf, l1_mean, l2_rms}``; for videos ``(T, C, H, W)`` also ``l21, l21_norm`` and
+    ``ssim_per_frame``. For videos SSIM is computed only on the frames that differ (``changed``, or
+    found by exact comparison): an identical frame has SSIM exactly 1.
     """
     if x.shape != y.shape:
         raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
     with torch.no_grad():
-        out: dict = {"ssim": float(ssim(x, y).mean()), **lp_distances(x, y)}
         if x.dim() == 4:
+            if changed is None:
+                changed = [t for t in range(x.shape[0]) if not torch.equal(x[t], y[t])]
+            per = torch.ones(x.shape[0], dtype=torch.float64)
+            if changed:
+                per[changed] = ssim(x[changed], y[changed]).double().cpu()
+            out: dict = {"ssim": float(per.mean()), **lp_distances(x, y)}
             out["l21"] = float(l21(x, y, normalised=False))
             out["l21_norm"] = float(l21(x, y))
-            out["ssim_per_frame"] = [float(v) for v in ssim(x, y)]
+            out["ssim_per_frame"] = [float(v) for v in per]
+        else:
+            out = {"ssim": float(ssim(x, y).mean()), **lp_distances(x, y)}
     return out

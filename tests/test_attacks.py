@@ -11,12 +11,13 @@ from core.attacks import METHODS, DeepSAVA, IterativeSaliency, OneShot, Sparse, 
 from core.attacks.sweep import summarise, sweep
 from core.data import make_clip
 from core.errors import ParameterError
-from core.models import load_model
+from core.models import load_classifier, load_model
 
 
 @pytest.fixture(scope="module")
 def c3d():
-    return load_model("c3d", "cpu")
+    clf = load_classifier("c3d", "cpu")
+    return clf, clf.spec
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def clip():
     return make_clip("rotate_cw", 2000004).video, 4
 
 
-FAST = {"deepsava": dict(select="first", max_iters=40), "sparse": dict(max_iters=60), "flicker": dict(max_iters=60)}
+FAST = {"deepsava": dict(select="first", max_iters=40, ssim_budget=None), "sparse": dict(max_iters=60), "flicker": dict(max_iters=60)}
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -35,7 +36,7 @@ def test_attack_record_and_invariants(method, c3d, clip):
     adv = res.adv_video
     assert adv.shape == video.shape and float(adv.min()) >= 0 and float(adv.max()) <= 1
     with torch.no_grad():
-        pred = int(model(adv.unsqueeze(0)).argmax())
+        pred = int(model.model(adv.unsqueeze(0)).argmax())
     assert res.success == (pred != label)  # success means a real flip, re-checked here
     assert res.adv_label == pred
     outside = [t for t in range(video.shape[0]) if t not in res.perturbed_frames]
@@ -43,8 +44,9 @@ def test_attack_record_and_invariants(method, c3d, clip):
         assert torch.equal(adv[t], video[t])  # bit-exact
     for t in res.perturbed_frames:
         assert not torch.equal(adv[t], video[t])
-    d = res.to_dict()
-    json.dumps(d)  # flat and serialisable
+    d = res.to_dict(flow=True)
+    json.dumps(d, allow_nan=False)  # flat and serialisable, strict JSON
+    assert d["flow_distance"] > 0
     assert set(d["distances"]) >= {"ssim", "l1", "l2", "linf", "l21", "l21_norm", "ssim_per_frame"}
     assert len(d["l2_per_frame"]) == video.shape[0] and d["queries"] >= 1 and d["seconds"] > 0
     assert d["orig_class"] == "rotate_cw"
@@ -93,32 +95,94 @@ def test_black_box_success_is_judged_on_the_other_model(c3d, clip):
 def test_deepsava_bo_mask_is_the_one_attacked(c3d, clip):
     model, _ = c3d
     video, label = clip
-    r = DeepSAVA(model, frames=1, select="bo", bo_trials=4, probe_iters=3, max_iters=30)(video, label)
-    best = min(r.extra["trials"], key=lambda t: t["loss"])
-    assert r.extra["mask"] == best["frames"] and len(r.extra["trials"]) >= 2
-    assert set(r.perturbed_frames) <= set(r.extra["mask"])
+    r = DeepSAVA(model, frames=1, select="bo", bo_trials=6, probe_iters=3, max_iters=30)(video, label)
+    trials = r.extra["trials"]
+    best = min(trials, key=lambda t: t["score"])
+    assert r.extra["mask"] == best["frames"] and set(r.perturbed_frames) <= set(r.extra["mask"])
+    # every probe is a new mask: duplicates are re-sampled, never dropped
+    assert len(trials) == 6 and len({tuple(t["frames"]) for t in trials}) == 6
+    # graded scores: the probe's lowest margin, not a flat bonus
+    assert len({round(t["score"], 6) for t in trials}) > 1
     brute = DeepSAVA(model, frames=1, select="brute", probe_iters=2, max_iters=5)(video, label)
-    assert len(brute.extra["trials"]) == video.shape[0]  # every frame probed
-    assert brute.extra["mask"] == [min(brute.extra["trials"], key=lambda t: t["loss"])["frames"][0]]
+    assert sorted(t["frames"][0] for t in brute.extra["trials"]) == list(range(video.shape[0]))  # all probed
+    assert brute.extra["mask"] == min(brute.extra["trials"], key=lambda t: t["score"])["frames"]
+    pairs = DeepSAVA(model, frames=2, select="brute", probe_iters=1, max_iters=1)(video[:6], label)
+    assert len(pairs.extra["trials"]) == 15  # exhaustive C(6, 2)
 
 
 @pytest.mark.parametrize("mode", ["additive", "spatial", "both"])
 def test_deepsava_modes_flip_the_label_with_one_frame(mode, c3d, clip):
     model, _ = c3d
     video, label = clip
-    r = DeepSAVA(model, frames=1, select="first", mode=mode, max_iters=60)(video, label)
+    r = DeepSAVA(model, frames=1, select="first", mode=mode, max_iters=60, ssim_budget=None)(video, label)
     assert r.success and r.perturbed_frames == [0]
 
 
-def test_budgets_are_never_exceeded(c3d, clip):
+def test_budgets_constrain_instead_of_stopping(c3d, clip):
+    """A binding budget: the unconstrained attack needs more; the budgeted one keeps optimising
+    inside the budget (backtracks > 0, many iterations) and still succeeds."""
     model, _ = c3d
     video, label = clip
-    r = DeepSAVA(model, frames=2, select="first", ssim_budget=0.999, max_iters=60)(video, label)
-    assert r.distances["ssim"] >= 0.999
-    r = DeepSAVA(model, frames=2, select="first", l21_budget=0.01, max_iters=60)(video, label)
-    assert r.distances["l21_norm"] <= 0.01 + 1e-9
-    r = Sparse(model, frames=2, l21_budget=0.005, max_iters=60)(video, label)
-    assert r.distances["l21_norm"] <= 0.005 + 1e-9
+    free = DeepSAVA(model, mask=[2], ssim_budget=None)(video, label)
+    assert free.success and free.distances["ssim_per_frame"][2] < 0.99  # so a 0.99 budget binds
+    r = DeepSAVA(model, mask=[2], ssim_budget=0.99, ssim_scope="frame")(video, label)
+    assert r.success and r.iterations > free.iterations and r.extra["backtracks"] > 0
+    assert r.distances["ssim_per_frame"][2] >= 0.99
+    b = 0.8 * free.distances["l21_norm"]
+    r = DeepSAVA(model, mask=[2], ssim_budget=None, l21_budget=b)(video, label)
+    assert r.success and r.iterations > 1 and r.distances["l21_norm"] <= b + 1e-9
+    sfree = Sparse(model, mask=[2])(video, label)
+    b = 0.8 * sfree.distances["l21_norm"]
+    r = Sparse(model, mask=[2], l21_budget=b)(video, label)
+    assert r.success and r.iterations > sfree.iterations and r.distances["l21_norm"] <= b + 1e-9
+    # a budget nothing can meet but zero: the clean clip, never a violation
+    r = DeepSAVA(model, frames=1, select="first", ssim_budget=1.0, max_iters=5)(video, label)
+    assert not r.success and r.distances["ssim"] == 1.0
+
+
+def test_video_scope_ssim_budget(c3d, clip):
+    model, _ = c3d
+    video, label = clip
+    r = DeepSAVA(model, frames=1, select="first", ssim_budget=0.995, ssim_scope="video", max_iters=60)(video, label)
+    assert r.distances["ssim"] >= 0.995 and r.iterations > 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_attacks_leave_the_model_untouched(method, c3d, clip):
+    model, _ = c3d
+    video, label = clip
+    before = [p.detach().clone() for p in model.model.parameters()]
+    for _ in range(2):
+        make_attack(method, model, **FAST.get(method, {}))(video, label)
+    after = list(model.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert all(p.grad is None and not p.requires_grad for p in after)
+
+
+def test_a_bare_module_is_frozen_and_untouched(clip):
+
+    module, _ = load_model("c3d", "cpu")
+    video, label = clip
+    Sparse(module, max_iters=5)(video, label)
+    assert all(p.grad is None for p in module.parameters())
+
+
+@pytest.mark.parametrize("mask", [[3, 3], [-1], [20], [], ["a"]])
+def test_masks_are_validated(mask, c3d, clip):
+    model, _ = c3d
+    video, label = clip
+    with pytest.raises(ParameterError, match="mask"):
+        DeepSAVA(model, frames=max(1, len(mask)), mask=mask, max_iters=2)(video, label)
+    with pytest.raises(ParameterError, match="mask"):
+        Sparse(model, frames=max(1, len(mask)), mask=mask, max_iters=2)(video, label)
+
+
+@pytest.mark.parametrize("method", ["deepsava", "sparse", "flicker"])
+def test_more_key_frames_than_the_clip_is_an_error(method, c3d, clip):
+    model, _ = c3d
+    video, label = clip
+    with pytest.raises(ParameterError, match="frames"):
+        make_attack(method, model, frames=17, max_iters=2)(video, label)
 
 
 def test_result_ssim_matches_scikit_image(c3d, clip):
@@ -136,8 +200,8 @@ def test_bad_parameters(c3d):
     with pytest.raises(ParameterError):
         OneShot(model, eps=2.0)
     with pytest.raises(ParameterError, match="select"):
-        DeepSAVA(model, select="random")
-    with pytest.raises(ParameterError, match="unknown attack"):
+        DeepSAVA(model, select="nope")
+    with pytest.raises(ParameterError, match="attack must be one of"):
         make_attack("pgd", model)
     with pytest.raises(ParameterError, match="label"):
         OneShot(model)(make_clip(0, 1).video, 42)

@@ -2,40 +2,50 @@
 
 Combined perturbation (Eq. 2): ``X̂ = N·M + S(U, X, M)`` — on the frames selected by the binary
 mask M, the frame is backward-warped by a per-frame flow field U (``core.flow.warp``, bilinear,
-border padding) and additive noise N is added; other frames are untouched. Problem (3):
+border padding) and additive noise N is added; other frames are untouched. Problem (3) /
+Algorithm 2, line 4:
 
-    min_{N, U}  λ·(1 − SSIM(X̂, X)) − ℓ_adv,     ℓ_adv = log(1 − p_y)   (untargeted),
+    min_{N, U}  λ·(1 − SSIM(X̂_M, X_M)) − ℓ_adv,     ℓ_adv = log(1 − p_y)   (untargeted),
 
-i.e. the term −log(1 − p_y) is minimised (computed stably in log space)
+i.e. −log(1 − p_y) is minimised (computed stably in log space). The SSIM term is the mean over the
+**perturbed frames only** — the others are identical, and averaging them in would dilute λ to λ·K/T.
 
-with Adam (lr 0.01; U is parametrised in normalised image coordinates, so its step is
-0.01 · (W−1)/2 pixels, the spatial-transformer convention), at most 100 iterations, early stop on
-success. λ = 1.0 (1.5 for CNN+LSTM, as the paper). SSIM is the project's one SSIM, averaged over
-all frames of the clip (DeepSAVA App. A). Budgets: an SSIM budget (SSIM ≥ b) and an ℓ2,1 budget
-(normalised ℓ2,1 ≤ b) are checked on every iterate; the first iterate that would exceed one is
-discarded and the attack stops with the last one inside (so a budget is never exceeded).
+Defaults (paper §4.1: Adam, lr 0.01, ≤ 100 iterations, early stop on success; λ = 1.0, 1.5 for
+CNN+LSTM; Tab. 9 studies λ ∈ {0.8, 1.0, 1.5} = :data:`PAPER_LAMBDAS`): the flow variable U is in
+**pixels** and its Adam step is ``flow_lr`` px (default 0.05 px per step — the spatial-transformer
+convention of normalised coordinates made a 0.01 step 0.3 px at 64 px, visible after a few steps);
+the noise step ``lr`` is 0.004 per value (≈ 1/255). Unconstrained, such steps still reach key-frame
+SSIM 0.72–0.91 on c3d (measured), so by default the attack is **constrained** to keep every
+perturbed frame at SSIM ≥ 0.98 (``ssim_budget=0.98, ssim_scope="frame"``): imperceptible by
+construction. ``ssim_scope="video"`` is DeepSAVA's own definition (SSIM of the whole clip, where
+the untouched frames score 1); ``ssim_budget=None`` removes the constraint. Budgets are constraints
+(see :mod:`core.attacks.base`); ``l21_budget`` bounds the normalised ℓ2,1.
 
-Key frames (Algorithm 1): ``select='bo'`` runs Bayesian optimisation with expected improvement
-over the mask (optuna's Gaussian-process sampler, whose acquisition is log-EI), scoring a mask by
-the lowest loss of a short Adam probe (Algorithm 2 with ``probe_iters`` steps); the best mask is
-the one then attacked. ``'brute'`` probes every frame (greedily for K > 1); ``'first'`` takes
-frames 0 … K−1. Ablations: ``mode='additive'`` (D), ``'spatial'`` (S), ``'both'`` (D+S).
+Key frames (Algorithm 1): ``select='bo'`` — Bayesian optimisation with expected improvement
+(optuna's Gaussian-process sampler, log-EI) over the mask; each mask is scored by a short probe of
+Algorithm 2 (``probe_iters`` steps) and the score is *graded*: the lowest logit margin the probe
+reached (negative = it already fooled the model; more negative = better). A suggestion that repeats
+a frame or an already probed mask is replaced by a random unseen mask (told to the GP), so every
+trial is a new probe. ``'random'`` probes ``bo_trials`` random distinct masks; ``'brute'`` probes
+every mask (all C(T, K) when at most ``brute_limit``, else greedily frame by frame); ``'first'``
+takes frames 0 … K−1. ``stop_on_success`` ends the search at the first probe that fools the model.
+Ablations: ``mode='additive'`` (D), ``'spatial'`` (S), ``'both'`` (D+S).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 
 import torch
 
-from core.attacks.base import Attack
+from core.attacks.base import MaskedAttack, check_frames, check_mask
 from core.checks import check_range
-from core.errors import ParameterError
 from core.flow import warp
-from core.metrics import l21, ssim
+from core.types import Mode, Select, parse
 
-SELECT = ("bo", "brute", "first")
-MODES = ("both", "additive", "spatial")
+PAPER_LAMBDAS = (0.8, 1.0, 1.5)
 
 
 def log_not(logits: torch.Tensor, label: int) -> torch.Tensor:
@@ -47,144 +57,162 @@ def log_not(logits: torch.Tensor, label: int) -> torch.Tensor:
 
 def default_lambda(model) -> float:
     """1.5 for CNN+LSTM models, 1.0 otherwise (DeepSAVA §4.1)."""
-    return 1.5 if getattr(model, "head_type", None) == "lstm" else 1.0
+    m = getattr(model, "model", model)
+    return 1.5 if getattr(m, "head_type", None) == "lstm" else 1.0
 
 
-class DeepSAVA(Attack):
+class DeepSAVA(MaskedAttack):
+    """DeepSAVA: ``DeepSAVA(model, frames=1, select="bo")(video, label)``.
+
+    Args:
+        model: classifier (white-box).
+        frames: K key frames (1 ≤ K ≤ T).
+        select: ``bo`` | ``random`` | ``brute`` | ``first`` (Alg. 1).
+        mode: ``both`` (D+S) | ``additive`` (D) | ``spatial`` (S).
+        lam: λ of Eq. 3 (default 1.5 for CNN+LSTM, else 1.0).
+        lr: Adam step of the noise N (per value); flow_lr: Adam step of U in pixels.
+        max_iters: iterations of Alg. 2 on the chosen mask (100).
+        ssim_budget / ssim_scope / l21_budget: constraints (module docstring); default: every
+            perturbed frame keeps SSIM ≥ 0.98.
+        bo_trials: probes of the key-frame search (distinct masks); probe_iters: steps per probe.
+        stop_on_success: stop the key-frame search at the first probe that fools the model.
+        mask: fixed key frames (skips the search).
+    """
+
     name = "deepsava"
+    uses_ssim = True
 
     def __init__(self, model, frames: int = 1, select: str = "bo", mode: str = "both", lam: float | None = None,
-                 lr: float = 0.01, max_iters: int = 100, ssim_budget: float | None = None,
-                 l21_budget: float | None = None, bo_trials: int = 8, probe_iters: int = 15, seed: int = 0,
-                 mask: list[int] | None = None, **kw) -> None:
-        super().__init__(model, **kw)
-        if select not in SELECT:
-            raise ParameterError(f"select must be one of {SELECT}, got {select!r}")
-        if mode not in MODES:
-            raise ParameterError(f"mode must be one of {MODES}, got {mode!r}")
-        self.k = int(check_range("frames", frames, 1, 256))
-        self.select, self.mode = select, mode
-        self.lam = default_lambda(model) if lam is None else check_range("lam", lam, 0.0, 1e4)
-        self.lr = check_range("lr", lr, 1e-6, 10.0)
-        self.max_iters = int(check_range("max_iters", max_iters, 1, 100_000))
-        self.ssim_budget = None if ssim_budget is None else check_range("ssim_budget", ssim_budget, 0.0, 1.0)
-        self.l21_budget = None if l21_budget is None else check_range("l21_budget", l21_budget, 0.0, 1e6)
-        self.bo_trials = int(check_range("bo_trials", bo_trials, 1, 1000))
+                 lr: float = 0.004, flow_lr: float = 0.05, max_iters: int = 100, ssim_budget: float | None = 0.98,
+                 l21_budget: float | None = None, ssim_scope: str = "frame", bo_trials: int = 8, probe_iters: int = 10, seed: int = 0,
+                 mask: list[int] | None = None, stop_on_success: bool = False, brute_limit: int = 5000,
+                 **kw) -> None:
+        super().__init__(model, frames=frames, lr=lr, max_iters=max_iters, ssim_budget=ssim_budget,
+                         l21_budget=l21_budget, mask=mask, ssim_scope=ssim_scope, **kw)
+        self.select = parse(Select, select, "select")
+        self.mode = parse(Mode, mode, "mode")
+        self.lam = default_lambda(self.clf) if lam is None else check_range("lam", lam, 0.0, 1e4)
+        self.flow_lr = check_range("flow_lr", flow_lr, 1e-6, 10.0)
+        self.bo_trials = int(check_range("bo_trials", bo_trials, 1, 100_000))
         self.probe_iters = int(check_range("probe_iters", probe_iters, 1, 10_000))
-        self.seed = seed
-        self.mask = mask
+        self.seed = int(seed)
+        self.stop_on_success = bool(stop_on_success)
+        self.brute_limit = int(brute_limit)
 
     def params(self) -> dict:
         return {"frames": self.k, "select": self.select, "mode": self.mode, "lam": self.lam, "lr": self.lr,
-                "max_iters": self.max_iters, "ssim_budget": self.ssim_budget, "l21_budget": self.l21_budget,
-                "bo_trials": self.bo_trials, "probe_iters": self.probe_iters, "seed": self.seed}
+                "flow_lr": self.flow_lr, "max_iters": self.max_iters, **self.budget_params(),
+                "bo_trials": self.bo_trials, "probe_iters": self.probe_iters, "seed": self.seed,
+                "stop_on_success": self.stop_on_success}
 
-    # -- Algorithm 2: the adversarial generator G(X, y, M, λ) -----------------------------------
-    def within_budget(self, adv: torch.Tensor, video: torch.Tensor, mean_ssim: float | None = None) -> bool:
-        if mean_ssim is None and self.ssim_budget is not None:
-            mean_ssim = float(ssim(adv, video).mean())
-        if self.ssim_budget is not None and mean_ssim < self.ssim_budget:
-            return False
-        if self.l21_budget is not None and float(l21(adv, video)) > self.l21_budget:
-            return False
-        return True
+    # -- Algorithm 2 pieces ----------------------------------------------------------------------
+    def init_params(self, xs: torch.Tensor) -> list[torch.Tensor]:
+        k, _, h, w = xs.shape
+        ps = []
+        if self.mode != Mode.ADDITIVE:
+            ps.append(torch.zeros(k, 2, h, w, device=xs.device, requires_grad=True))  # U, pixels
+        if self.mode != Mode.SPATIAL:
+            ps.append(torch.zeros(k, 3, h, w, device=xs.device, requires_grad=True))  # N
+        return ps
 
-    def generate(self, video: torch.Tensor, label: int, mask: list[int], iters: int,
-                 stage: tuple[float, float, str] = (0.0, 1.0, "attack")) -> dict:
-        sel = sorted(mask)
-        k, _, h, w = video[sel].shape
-        scale = torch.tensor([(w - 1) / 2.0, (h - 1) / 2.0], device=video.device).view(1, 2, 1, 1)
-        u = torch.zeros(k, 2, h, w, device=video.device, requires_grad=self.mode != "additive")
-        n = torch.zeros(k, 3, h, w, device=video.device, requires_grad=self.mode != "spatial")
-        params = [p for p in (u, n) if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=self.lr)
-        xs0 = video[sel]
-        best = {"adv": video.clone(), "loss": math.inf, "iters": 0, "success": False}
-        y = torch.tensor([label], device=video.device)
-        for it in range(1, iters + 1):
-            xs = xs0
-            if self.mode != "additive":
-                xs = warp(xs, u * scale)
-            if self.mode != "spatial":
-                xs = xs + n
-            adv = video.clone()
-            adv[sel] = xs.clamp(0.0, 1.0)
-            s = ssim(adv, video).mean()  # once: for the budget and for the loss
-            if not self.within_budget(adv.detach(), video, float(s.detach())):
-                break  # keep the last iterate inside the budget
-            logits = self.logits(adv)
-            l_adv = log_not(logits[0], label)  # log(1 − p_y): maximised
-            loss = self.lam * (1.0 - s) - l_adv
-            success = int(logits.argmax(1)) != int(y)
-            self.report(stage[0] + stage[1] * it / iters, f"{stage[2]}: iteration {it}/{iters}, loss {float(loss.detach()):.3f}")
-            best = {"adv": adv.detach(), "loss": min(best["loss"], float(loss.detach())), "iters": it,
-                    "success": success}
-            if success:
-                break
-            self.descend(opt, loss)
-        return best
+    def lrs(self, params: list[torch.Tensor]) -> list[float]:
+        return [self.flow_lr if p.shape[1] == 2 else self.lr for p in params]
+
+    def render(self, params: list[torch.Tensor], xs: torch.Tensor) -> torch.Tensor:
+        out = xs
+        for p in params:
+            out = warp(out, p) if p.shape[1] == 2 else out + p
+        return out
+
+    def penalty(self, params, adv_s, xs, frame_ssim) -> torch.Tensor:
+        return self.lam * (1.0 - frame_ssim).mean()
+
+    def adversarial(self, logits: torch.Tensor, label: int) -> torch.Tensor:
+        return -log_not(logits[0], label)
 
     # -- Algorithm 1: key-frame selection -------------------------------------------------------
+    def _n_probes(self, t: int) -> int:
+        if self.select == Select.BRUTE:
+            n = math.comb(t, self.k)
+            return n if n <= self.brute_limit else sum(t - i for i in range(self.k))
+        return min(self.bo_trials, math.comb(t, self.k))
+
     def select_mask(self, video: torch.Tensor, label: int) -> tuple[list[int], list[dict]]:
         t = video.shape[0]
-        if self.k > t:
-            raise ParameterError(f"frames must be <= the clip's {t} frames, got {self.k}")
+        check_frames(self.k, t)
         if self.mask is not None:
-            return sorted(self.mask), []
-        if self.select == "first":
+            return check_mask(self.mask, t, self.k), []
+        if self.select == Select.FIRST:
             return list(range(self.k)), []
-
-        n_probes = self.bo_trials if self.select == "bo" else t * self.k
+        n_probes = self._n_probes(t)
+        trials: list[dict] = []
 
         def probe(mask: list[int]) -> float:
             i = len(trials)
-            r = self.generate(video, label, mask, self.probe_iters,
-                              (0.6 * i / n_probes, 0.6 / n_probes, f"{self.select} probe {i + 1}/{n_probes} frames {mask}"))
-            return r["loss"] - (10.0 if r["success"] else 0.0)  # a successful mask is always better
+            r = self.optimise(video, label, mask, self.probe_iters,
+                              (0.6 * i / n_probes, 0.6 / n_probes,
+                               f"{self.select} probe {i + 1}/{n_probes}, frames {mask}"))
+            trials.append({"frames": list(mask), "score": r["best_margin"], "success": r["success"]})
+            return r["best_margin"]  # graded: the lowest margin reached
 
-        trials: list[dict] = []
-        if self.select == "brute":
-            mask: list[int] = []
-            for _ in range(self.k):  # greedy for K > 1, exhaustive for K = 1
-                scores = {}
-                for f in range(t):
-                    if f in mask:
-                        continue
-                    cand = sorted(mask + [f])
-                    scores[f] = probe(cand)
-                    trials.append({"frames": cand, "loss": scores[f]})
-                mask = sorted(mask + [min(scores, key=scores.get)])
-            return mask, trials
+        def done() -> bool:
+            return self.stop_on_success and any(tr["success"] for tr in trials)
+
+        rng = random.Random(self.seed)
+        if self.select == Select.BRUTE:
+            if math.comb(t, self.k) <= self.brute_limit:
+                for m in itertools.combinations(range(t), self.k):
+                    probe(list(m))
+                    if done():
+                        break
+            else:  # greedy, frame by frame
+                mask: list[int] = []
+                for _ in range(self.k):
+                    scores = {f: probe(sorted(mask + [f])) for f in range(t) if f not in mask}
+                    mask = sorted(mask + [min(scores, key=scores.get)])
+                    if done():
+                        break
+        elif self.select == Select.RANDOM:
+            seen: set[tuple] = set()
+            while len(trials) < n_probes and not done():
+                m = tuple(sorted(rng.sample(range(t), self.k)))
+                if m not in seen:
+                    seen.add(m)
+                    probe(list(m))
+        else:
+            self._bo(t, n_probes, probe, done, rng)
+        best = min(trials, key=lambda r: r["score"])
+        return best["frames"], trials
+
+    def _bo(self, t: int, n_probes: int, probe, done, rng: random.Random) -> None:
+        """GP + log-EI over masks (optuna ask/tell); duplicates re-sampled as random unseen masks."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = optuna.samplers.GPSampler(seed=self.seed, n_startup_trials=min(4, max(1, self.bo_trials // 2)))
+        sampler = optuna.samplers.GPSampler(seed=self.seed, n_startup_trials=min(4, max(1, n_probes // 2)))
         study = optuna.create_study(direction="minimize", sampler=sampler)
-        seen: dict[tuple, float] = {}
-
-        def objective(trial: optuna.Trial) -> float:
-            fs = sorted({trial.suggest_int(f"f{i}", 0, t - 1) for i in range(self.k)})
-            if len(fs) < self.k:  # duplicates: complete with the nearest unused frames
-                for f in range(t):
-                    if len(fs) == self.k:
-                        break
-                    if f not in fs:
-                        fs.append(f)
-                fs = sorted(fs)
-            key = tuple(fs)
-            if key not in seen:
-                seen[key] = probe(fs)
-                trials.append({"frames": fs, "loss": seen[key]})
-            return seen[key]
-
-        study.optimize(objective, n_trials=self.bo_trials)
-        best = min(trials, key=lambda r: r["loss"])
-        return best["frames"], trials
+        dist = {f"f{i}": optuna.distributions.IntDistribution(0, t - 1) for i in range(self.k)}
+        seen: set[tuple] = set()
+        while len(seen) < n_probes and not done():
+            trial = study.ask(dist)
+            m = tuple(sorted(trial.params[f"f{i}"] for i in range(self.k)))
+            if len(set(m)) == self.k and m not in seen:
+                seen.add(m)
+                study.tell(trial, probe(list(m)))
+                continue
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # a repeat: try an unseen mask
+            while m in seen or len(set(m)) < self.k:
+                m = tuple(sorted(rng.sample(range(t), self.k)))
+            seen.add(m)
+            score = probe(list(m))
+            study.add_trial(optuna.trial.create_trial(params={f"f{i}": f for i, f in enumerate(m)},
+                                                      distributions=dist, value=score))
 
     def run(self, video: torch.Tensor, label: int):
         mask, trials = self.select_mask(video, label)
         start = 0.6 if trials else 0.0
-        r = self.generate(video, label, mask, self.max_iters, (start, 1.0 - start, f"attack on frames {mask}"))
+        r = self.optimise(video, label, mask, self.max_iters, (start, 1.0 - start, f"attack on frames {mask}"))
         extra = {"mask": mask, "selection": self.select, "trials": trials, "lam": self.lam,
-                 "final_loss": r["loss"]}
+                 "final_loss": r["loss"], "best_margin": r["best_margin"], "backtracks": r["backtracks"],
+                 "probes": len(trials)}
         return r["adv"], mask, r["iters"], extra

@@ -14,6 +14,8 @@ from core.checks import check_range
 
 
 class OneShot(Attack):
+    """``OneShot(model, eps=0.01)(video, label)`` — thesis default ε = 0.01 (of the [0, 1] range)."""
+
     name = "one-shot"
 
     def __init__(self, model, eps: float = 0.01, **kw) -> None:

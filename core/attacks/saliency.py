@@ -25,6 +25,16 @@ def saliency(grad: torch.Tensor) -> torch.Tensor:
 
 
 class IterativeSaliency(Attack):
+    """``IterativeSaliency(model, eps=0.01, refresh=False)(video, label)`` (thesis defaults: ε = 0.01
+    per pixel step, frames in decreasing saliency until misclassified, at most every frame once).
+
+    Args:
+        eps: FGSM step ε of Eq. 3.3 (ℓ∞ of each perturbed frame).
+        refresh: RG — recompute gradient and saliency after every unsuccessful frame.
+        max_frames: stop after this many frames (default: all T).
+        success_model: black-box model on which success is judged (thesis §3.5).
+    """
+
     def __init__(self, model, eps: float = 0.01, refresh: bool = False, max_frames: int | None = None, **kw) -> None:
         super().__init__(model, **kw)
         self.eps = check_range("eps", eps, 0.0, 1.0)
@@ -49,7 +59,7 @@ class IterativeSaliency(Attack):
             adv[n] = (adv[n] + self.eps * torch.sign(g[n])).clamp(0.0, 1.0)
             order.append(n)
             self.report(it / limit, f"frame {n} perturbed ({it}/{limit})")
-            success, _, _ = self.judge(adv, label)
+            success = self.judge(adv, label)[0]
             if success or it == limit:
                 return adv, order, it, {"saliency": history}
             if self.refresh:

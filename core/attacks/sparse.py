@@ -4,49 +4,51 @@
 
 (ℓ2,1 normalised per frame by √(C·H·W), see :mod:`core.metrics`), Adam lr 0.01, at most 100
 iterations, early stop on success. The mask is fixed: frames 0 … K−1, or the frames given.
+Budgets (SSIM of every perturbed frame, normalised ℓ2,1) are constraints, as for every masked
+attack (:class:`core.attacks.base.MaskedAttack`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from core.attacks.base import Attack, logprob_hinge
+from core.attacks.base import MaskedAttack, check_frames, check_mask, logprob_hinge
 from core.checks import check_range
 from core.metrics import l21
 
 
-class Sparse(Attack):
+class Sparse(MaskedAttack):
+    """``Sparse(model, frames=1, lam=1.0)(video, label)`` (Wei et al. defaults: Adam lr 0.01, 100 iterations)."""
+
     name = "sparse"
 
     def __init__(self, model, frames: int = 1, lam: float = 1.0, lr: float = 0.01, max_iters: int = 100,
-                 kappa: float = 0.0, l21_budget: float | None = None, mask: list[int] | None = None, **kw) -> None:
-        super().__init__(model, **kw)
-        self.k = int(check_range("frames", frames, 1, 256))
+                 kappa: float = 0.0, **kw) -> None:
+        super().__init__(model, frames=frames, lr=lr, max_iters=max_iters, **kw)
         self.lam = check_range("lam", lam, 0.0, 1e4)
-        self.lr = check_range("lr", lr, 1e-6, 10.0)
-        self.max_iters = int(check_range("max_iters", max_iters, 1, 100_000))
-        self.kappa = kappa
-        self.l21_budget = None if l21_budget is None else check_range("l21_budget", l21_budget, 0.0, 1e6)
-        self.mask = mask
+        self.kappa = check_range("kappa", kappa, 0.0, 1e4)
 
     def params(self) -> dict:
         return {"frames": self.k, "lam": self.lam, "lr": self.lr, "max_iters": self.max_iters,
-                "kappa": self.kappa, "l21_budget": self.l21_budget}
+                "kappa": self.kappa, **self.budget_params()}
+
+    def init_params(self, xs: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.zeros_like(xs, requires_grad=True)]
+
+    def render(self, params, xs):
+        return xs + params[0]
+
+    def penalty(self, params, adv_s, xs, frame_ssim):
+        return self.lam * l21(adv_s, xs)
+
+    def adversarial(self, logits, label):
+        return logprob_hinge(logits, label, self.kappa)
+
+    def fixed_mask(self, t: int) -> list[int]:
+        check_frames(self.k, t)
+        return check_mask(self.mask, t, self.k) if self.mask is not None else list(range(self.k))
 
     def run(self, video: torch.Tensor, label: int):
-        sel = sorted(self.mask) if self.mask is not None else list(range(min(self.k, video.shape[0])))
-        e = torch.zeros_like(video[sel], requires_grad=True)
-        opt = torch.optim.Adam([e], lr=self.lr)
-        out, iters = video.clone(), 0
-        for it in range(1, self.max_iters + 1):
-            adv = video.clone()
-            adv[sel] = (video[sel] + e).clamp(0.0, 1.0)
-            if self.l21_budget is not None and float(l21(adv.detach(), video)) > self.l21_budget:
-                break
-            hinge, fooled = logprob_hinge(self.logits(adv), label, self.kappa)
-            out, iters = adv.detach(), it
-            self.report(it / self.max_iters, f"iteration {it}/{self.max_iters}")
-            if fooled:
-                break
-            self.descend(opt, self.lam * l21(adv, video) + hinge)
-        return out, sel, iters, {"mask": sel}
+        sel = self.fixed_mask(video.shape[0])
+        r = self.optimise(video, label, sel, self.max_iters)
+        return r["adv"], sel, r["iters"], {"mask": sel, "best_margin": r["best_margin"], "backtracks": r["backtracks"]}

@@ -78,13 +78,29 @@ def sweep(models: dict[str, tuple], methods: list[str], n_clips: int = 8, eps_va
     Returns:
         ``{"rows": [{model, method, eps, FR, ANI, AAP_l21, …}], "stopped": bool}``.
     """
-    eps_values = eps_values or [0.01]
+    from core.attacks import DENSE
+    from core.checks import check_range
+    from core.classifier import as_classifier
+    from core.errors import ParameterError
+    from core.types import AttackName, parse
+
+    eps_values = [0.01] if eps_values is None else list(eps_values)
+    if not eps_values:
+        raise ParameterError("eps values must name at least one ε")
+    eps_values = [check_range("eps", e, 0.0, 1.0) for e in eps_values]
+    n_clips = int(check_range("clips", n_clips, 1, 100_000))
+    if not models or not methods:
+        raise ParameterError("a sweep needs at least one model and one attack")
+    methods = [parse(AttackName, m, "attack") for m in methods]
     rows, total, done = [], 0, 0
     plan = []
-    for mname, (model, spec) in models.items():
+    for mname, entry in models.items():
+        clf = as_classifier(*entry) if isinstance(entry, tuple) else as_classifier(entry)
         for method in methods:
-            for eps in (eps_values if method in ("one-shot", "saliency", "saliency-rg") else [None]):
-                plan.append((mname, model, spec, method, eps))
+            for eps in (eps_values if method in DENSE else [None]):
+                plan.append((mname, clf, clf.spec, method, eps))
+    if black_box is not None:
+        black_box = as_classifier(*black_box) if isinstance(black_box, tuple) else as_classifier(black_box)
     total = len(plan) * n_clips
     stopped = False
     for mname, model, spec, method, eps in plan:
@@ -92,28 +108,27 @@ def sweep(models: dict[str, tuple], methods: list[str], n_clips: int = 8, eps_va
         results, skipped = [], 0
         kw = dict(attack_kw)
         if black_box is not None:
-            kw["success_model"] = black_box[0]
-        atk = make_attack(method, model, eps=eps or 0.01, frames=frames, select=select, classes=spec.classes, **kw)
+            kw["success_model"] = black_box
+        atk = make_attack(method, model, eps=0.01 if eps is None else eps, frames=frames, select=select,
+                          classes=spec.classes, **kw)
+        judge = (black_box or model).fork()
         for video, label in clips:
             if should_stop and should_stop():
                 stopped = True
                 break
-            with torch.no_grad():
-                judge = black_box[0] if black_box is not None else model
-                pred = int(judge(video.unsqueeze(0).to(atk.device)).argmax())
-            if pred != label:
+            if judge.predict(video)[0] != label:
                 skipped += 1
             else:
                 results.append(atk(video, label))
             done += 1
             if progress:
                 progress(done / total, f"{mname} · {method}" + (f" · ε={eps:g}" if eps is not None else ""))
-        rows.append({"model": mname, "method": method, "eps": eps, **summarise(results, skipped),
+        rows.append({"model": mname, "method": str(method), "eps": eps, **summarise(results, skipped),
                      "clip_accuracy": (sum(not r.success for r in results)) / max(len(results) + skipped, 1)})
         if stopped:
             break
     return {"rows": rows, "stopped": stopped, "n_clips": n_clips, "frames": frames, "select": select,
-            "black_box": black_box[1].name if black_box is not None else None}
+            "black_box": black_box.name if black_box is not None else None}
 
 
 def accuracy_vs_eps(model, spec, method: str, eps_values: list[float], n_videos: int = 4, clips_per_video: int = 3,
@@ -124,6 +139,9 @@ def accuracy_vs_eps(model, spec, method: str, eps_values: list[float], n_videos:
     non-overlapping clips of T frames, each clip is attacked independently, and the video's
     prediction is the argmax of the clip probabilities averaged.
     """
+    from core.classifier import as_classifier
+
+    clf = as_classifier(model, spec).fork()
     t = spec.frames
     videos = [(make_clip(j % NUM_CLASSES, SPLIT_OFFSETS["test"] + 500_000 + j, t * clips_per_video, spec.size).video,
                j % NUM_CLASSES) for j in range(n_videos)]
@@ -135,9 +153,8 @@ def accuracy_vs_eps(model, spec, method: str, eps_values: list[float], n_videos:
             probs = []
             for c in range(clips_per_video):
                 clip = video[c * t:(c + 1) * t]
-                adv = clip if eps == 0 else make_attack(method, model, eps=eps)(clip, label).adv_video
-                with torch.no_grad():
-                    p = torch.softmax(model(adv.unsqueeze(0).to(next(model.parameters()).device)).float(), 1)[0].cpu()
+                adv = clip if eps == 0 else make_attack(method, clf, eps=eps)(clip, label).adv_video
+                p = clf.predict(adv)[2]
                 probs.append(p)
                 clip_ok += int(int(p.argmax()) == label)
                 clip_n += 1

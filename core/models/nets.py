@@ -60,6 +60,12 @@ class CNNRecurrent(nn.Module):
         self.fc = nn.Linear(hidden, num_classes)
         self.head_type = head
 
+    def feature_split(self):
+        """Declare the N_C / N_R split (Eq. 8) to :class:`core.classifier.VideoClassifier`."""
+        from core.classifier import FeatureSplit
+
+        return FeatureSplit(self.features, self.head, self.affected_steps)
+
     @staticmethod
     def affected_steps(frames: list[int], t: int) -> list[int]:
         """Steps whose features change when ``frames`` change (step s sees frames s−1 and s)."""

@@ -128,6 +128,14 @@ def load_model(name: str, device: DeviceLike = None, root: Path = ASSETS) -> tup
     return model, spec
 
 
+def load_classifier(name: str, device: DeviceLike = None, root: Path = ASSETS):
+    """A shipped model as a frozen :class:`core.classifier.VideoClassifier` (spec attached)."""
+    from core.classifier import VideoClassifier
+
+    model, spec = load_model(name, device, root)
+    return VideoClassifier(model, spec)
+
+
 class ScriptedVideoModel(nn.Module):
     """A user TorchScript model wrapped with its spec; output checked on every call."""
 
