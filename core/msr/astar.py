@@ -70,14 +70,17 @@ class AdmissibleAStar:
     """Anytime A*: call :meth:`step` repeatedly; read ``lower``, ``exact``, ``robust``."""
 
     def __init__(self, ev: Evaluator, metric: str, tau: float, budget: float, heuristic: str = "zero",
-                 lipschitz: float | None = None, batch: int = 16) -> None:
+                 lipschitz: float | None = None, batch: int = 16, certified=None) -> None:
         self.p = check_metric(metric)
         if not tau > 0:
             raise ParameterError(f"tau must be > 0, got {tau}")
         if not budget > 0:
             raise ParameterError(f"budget must be > 0, got {budget}")
-        if heuristic not in ("zero", "lipschitz"):
-            raise ParameterError(f"heuristic must be 'zero' or 'lipschitz', got {heuristic!r}")
+        if heuristic not in ("zero", "lipschitz", "certified"):
+            raise ParameterError(f"heuristic must be zero, lipschitz or certified, got {heuristic!r}")
+        if heuristic == "certified" and certified is None:
+            raise ParameterError("the certified heuristic needs a certified radius (a certifiable model)")
+        self.certified = certified  # () -> sound certified radius r0 of the ball around the clip
         if heuristic == "lipschitz" and not (lipschitz and lipschitz > 0):
             raise ParameterError("the lipschitz heuristic needs a Lipschitz constant L > 0")
         self.ev, self.metric, self.tau, self.budget = ev, metric, float(tau), float(budget)
@@ -103,9 +106,13 @@ class AdmissibleAStar:
 
     # -- helpers -----------------------------------------------------------------------------
     def _h(self, margin: float) -> float:
-        return 0.0 if self.heuristic == "zero" else max(margin, 0.0) / self.L
+        return max(margin, 0.0) / self.L if self.heuristic == "lipschitz" else 0.0
 
     def _combine(self, g: float, h: float) -> float:
+        if self.heuristic == "certified":
+            # every adversarial point z' has ‖z'‖ > r0 (certified ball) and ‖z'‖ ≥ ‖z‖ = g for a
+            # descendant (monotone moves): f = max(g, r0) never exceeds the goal's distance.
+            return max(g, self.certified())
         if self.p == 1.0:
             return g + h
         if self.p == 2.0:
@@ -204,6 +211,8 @@ class AdmissibleAStar:
                 self.best_safe = n
             self._expand(n)
         frontier = self.open[0].f if self.open else math.inf
+        if self.heuristic == "certified" and self.open:
+            frontier = max(frontier, self.certified())  # every open node's f is at least r0
         goal = self.best_goal.norm if self.best_goal else math.inf
         self.lower = max(self.lower, min(frontier, goal, self.budget))
         if self.best_goal is not None and self.lower >= goal - 1e-12:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from core.checks import check_video
+from core.classifier import VideoClassifier, as_classifier
 from core.errors import ParameterError
 from core.msr.astar import AdmissibleAStar
 from core.msr.space import BrightnessSpace, Evaluator, FlowSpace, ManipulationSpace, check_metric
@@ -44,6 +45,8 @@ class MSRParams:
     block: int = 16
     heuristic: str = "zero"
     lipschitz: float | None = None
+    lipschitz_source: str = "user"  # "user" (a claimed true constant) or "estimate" (sampled)
+    certify: bool = True  # run the sound certified lower bound beside A* (supported models, flow space)
     max_iters: int = 300
     time_limit: float = 60.0
     batch: int = 16
@@ -52,7 +55,12 @@ class MSRParams:
     upper: bool = True  # run the gradient search too
 
     def validate(self, frames_in_video: int) -> MSRParams:
+        from core.types import Heuristic, parse
+
         check_metric(self.metric)
+        parse(Heuristic, self.heuristic, "heuristic")
+        if self.lipschitz_source not in ("user", "estimate"):
+            raise ParameterError(f"lipschitz_source must be 'user' or 'estimate', got {self.lipschitz_source!r}")
         for name, v, lo, hi in (("tau", self.tau, 1e-4, 100.0), ("budget", self.budget, 1e-6, 1e9),
                                 ("max_iters", self.max_iters, 1, 10_000_000),
                                 ("time_limit", self.time_limit, 0.01, 86_400.0), ("batch", self.batch, 1, 4096)):
@@ -94,7 +102,20 @@ def estimate_lipschitz(ev: Evaluator, metric: str, radius: float, samples: int =
         z = z * (r / n) if n > 0 else z * 0
         _, grad = ev.margin_and_grad(z)
         best = max(best, float(torch.linalg.vector_norm(grad, ord=q)) / w)
-    return {"L": best, "samples": samples, "radius": radius, "kind": "estimate, not a guarantee"}
+    return {"L": best, "samples": samples, "radius": radius, "kind": "estimate, not a guarantee",
+            "guarantee": "estimate"}
+
+
+def lipschitz_report(model, video: torch.Tensor, params: MSRParams, samples: int = 12) -> dict:
+    """The page's "Estimate L" button as one call: sampled L (an estimate), the margin, and τ from
+    Eq. (5) for that L. ``{L, samples, radius, margin, tau_eq5, guarantee: "estimate"}``."""
+    params = MSRParams(**{**params.to_dict(), "heuristic": "zero", "lipschitz": None}).validate(video.shape[0])
+    space = make_space(video, params)
+    ev = Evaluator(model, space)
+    est = estimate_lipschitz(ev, params.metric, params.budget, samples)
+    est["margin"] = float(Evaluator.margin_of(ev.base_logits, ev.label))
+    est["tau_eq5"] = tau_from_lipschitz(est["margin"], est["L"], space, params.metric) if est["L"] > 0 else None
+    return est
 
 
 def tau_from_lipschitz(margin: float, lipschitz: float, space: ManipulationSpace, metric: str) -> float:
@@ -117,6 +138,7 @@ class Event:
     exact: bool
     robust: bool
     witness: bool
+    certified_lower: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,25 +147,117 @@ class Event:
 class MSRSolver:
     """Anytime bounds: ``for ev in solver.run(): …``; ``solver.stop()`` from another thread."""
 
-    def __init__(self, model: nn.Module, video: torch.Tensor, params: MSRParams, classes: list[str] | None = None,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(self, model: VideoClassifier | nn.Module, video: torch.Tensor, params: MSRParams,
+                 classes: list[str] | None = None, device: torch.device | str | None = None) -> None:
         check_video(video, min_frames=2)
-        dev = torch.device(device) if device is not None else next(iter(model.parameters()), torch.empty(0)).device
-        self.video = video.to(dev)
-        self.model = model
+        clf = as_classifier(model, device=device)
+        self.clf = clf
+        self.video = video.to(clf.device)
+        self.model = clf.model
         self.params = params.validate(video.shape[0])
         self.space = make_space(self.video, self.params)
-        self.ev = Evaluator(model, self.space, batch=max(8, self.params.batch * 2))
-        self.classes = classes
+        self.ev = Evaluator(clf, self.space, batch=max(8, self.params.batch * 2))
+        self.classes = classes if classes is not None else clf.classes
         self.band = 0.5 * self.space.grid_width(self.params.tau, self.params.metric)
+        self.cert = None
+        self.cert_note: str | None = None
+        if self.params.certify or self.params.heuristic == "certified":
+            self._init_certifier()
+        if self.params.heuristic == "certified" and self.cert is None:
+            raise ParameterError(f"the certified heuristic needs a certifiable model and the flow space: {self.cert_note}")
         self.astar = AdmissibleAStar(self.ev, self.params.metric, self.params.tau, self.params.budget,
-                                     self.params.heuristic, self.params.lipschitz, self.params.batch)
+                                     self.params.heuristic, self.params.lipschitz, self.params.batch,
+                                     certified=(lambda: self.cert.lower) if self.cert is not None else None)
         self.upper_search = GradientSearch(self.ev, self.params.metric, self.params.tau) if self.params.upper else None
         self.trace: list[dict] = []
+        self.activity = "ready"  # what the solver is doing right now (for live progress)
+        self._evals_window: list[tuple[float, int]] = []
         self.elapsed = 0.0
         self.iteration = 0
         self._stop = threading.Event()
         self._upper = self._upper_msr = math.inf
+
+    def _init_certifier(self) -> None:
+        from core.verify import CertifiedRadius, Unsupported, supported
+
+        if not isinstance(self.space, FlowSpace):
+            self.cert_note = "certification covers the flow manipulation space only"
+            return
+        why = supported(self.clf)
+        if why:
+            self.cert_note = f"not certifiable: {why}"
+            return
+        try:
+            self.cert = CertifiedRadius(self.clf, self.space, self.params.metric)
+        except Unsupported as e:
+            self.cert_note = f"not certifiable: {e}"
+
+    @property
+    def certified_lower(self) -> float | None:
+        """Sound lower bound on the continuous MSR (no Lipschitz constant), or None."""
+        return None if self.cert is None else min(self.cert.lower, self._upper_msr)
+
+    def theorem1_valid(self) -> bool:
+        """Theorem 1's band needs a user-given L (claimed true) and τ within Eq. 5: d̃(τ) ≤ margin / L."""
+        p = self.params
+        if p.lipschitz is None or p.lipschitz_source != "user" or not p.lipschitz > 0:
+            return False
+        margin = float(Evaluator.margin_of(self.ev.base_logits, self.ev.label))
+        return self.space.grid_width(p.tau, p.metric) <= margin / p.lipschitz + 1e-12
+
+    def lower_guarantee(self) -> str:
+        """What the A* lower bound rests on: grid (zero/certified heuristic), conditional (user L),
+        estimate (sampled L)."""
+        p = self.params
+        if p.heuristic == "lipschitz":
+            return "conditional" if p.lipschitz_source == "user" else "estimate"
+        return "grid"
+
+    def bound_list(self) -> list[dict]:
+        """Every bound with the guarantee it carries (``sound``/``grid``/``conditional``/``estimate``)."""
+        lower, upper, upper_msr = self.bounds()
+        out = [{"name": "grid_lower", "value": lower, "guarantee": self.lower_guarantee(),
+                "meaning": "FMSR ≥ value (A* over the τ-grid)"},
+               {"name": "upper", "value": upper, "guarantee": "grid" if self._grid_witness() is None else "sound",
+                "meaning": "a verified adversarial grid point at this distance (MSR and FMSR ≤ value)"
+                if self._grid_witness() is not None else "no witness yet: the budget stands for d + ε"},
+               {"name": "upper_msr", "value": upper_msr, "guarantee": "sound",
+                "meaning": "MSR ≤ value (a verified adversarial video)"}]
+        if self.certified_lower is not None:
+            out.append({"name": "certified_lower", "value": self.certified_lower, "guarantee": "sound",
+                        "meaning": "MSR ≥ value (bound propagation: no flow perturbation this small changes the decision)"})
+        if self.theorem1_valid():
+            out.append({"name": "msr_lower", "value": max(0.0, lower - self.band), "guarantee": "conditional",
+                        "meaning": "Theorem 1: MSR ≥ FMSR lower − ½d̃ (if L is a true Lipschitz constant)"})
+        return out
+
+    def evals_per_second(self, window: float = 5.0) -> float | None:
+        """Model evaluations per second over the last ``window`` seconds (None until measurable)."""
+        w = self._evals_window
+        if len(w) < 2 or w[-1][0] - w[0][0] < 0.2:
+            return None
+        return (w[-1][1] - w[0][1]) / (w[-1][0] - w[0][0])
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self._evals_window.append((now, self.ev.evaluations))
+        while len(self._evals_window) > 2 and now - self._evals_window[0][0] > 5.0:
+            self._evals_window.pop(0)
+
+    def snapshot(self) -> dict:
+        """Everything a live view needs, computed from the solver's state (no internals)."""
+        trace = self.trace
+        lower, upper, upper_msr = self.bounds() if trace else (0.0, self.params.budget, self.params.budget)
+        return {"iteration": self.iteration, "seconds": self.elapsed, "lower": lower, "upper": upper,
+                "upper_msr": upper_msr, "certified_lower": self.certified_lower,
+                "has_witness": self._grid_witness() is not None or (self.upper_search is not None
+                                                                    and self.upper_search.best is not None),
+                "nodes": self.astar.generated, "evaluations": self.ev.evaluations,
+                "evals_per_s": self.evals_per_second(), "exact": self.astar.exact, "robust": self.astar.robust,
+                "activity": self.activity, "band": self.band if self.theorem1_valid() else None,
+                "lower_guarantee": self.lower_guarantee(), "cert_note": self.cert_note,
+                "bounds": self.bound_list() if trace else [], "budget": self.params.budget,
+                "space": self.space.describe(), "dims": self.space.dims}
 
     # -- bounds --------------------------------------------------------------------------------
     def _grid_witness(self):
@@ -189,16 +303,34 @@ class MSRSolver:
             if self.iteration - start_it >= max_iters or time.perf_counter() - t_start >= time_limit:
                 break
             self.iteration += 1
+            first = self.iteration == 1 and self.upper_search is not None
             if self.upper_search is not None and not self.upper_search.converged:
-                self.upper_search.step()
+                self.activity = "gradient search (upper bound)"
+                self.upper_search.step(quick=first)
+                self._tick()
+                self.elapsed = base + time.perf_counter() - t_start
+            if first:  # iteration 1 is the quick first upper bound alone: on screen within seconds
+                yield self._event()
+                continue
+            if self.cert is not None and not self.cert.done and not self._stop.is_set():
+                self.activity = "bound propagation (certified lower bound)"
+                self.cert.upper = self._upper_msr if math.isfinite(self._upper_msr) else None
+                self.cert.step()
+                self._tick()
+                self.elapsed = base + time.perf_counter() - t_start
+            self.activity = "A* (grid lower bound)"
             self.astar.step()
+            self._tick()
             self.elapsed = base + time.perf_counter() - t_start
-            lower, upper, upper_msr = self.bounds()
-            ev = Event(self.iteration, self.elapsed, lower, upper, upper_msr, self.astar.generated,
-                       self.ev.evaluations, self.astar.exact, self.astar.robust,
-                       self._grid_witness() is not None).to_dict()
-            self.trace.append(ev)
-            yield ev
+            yield self._event()
+
+    def _event(self) -> dict:
+        lower, upper, upper_msr = self.bounds()
+        ev = Event(self.iteration, self.elapsed, lower, upper, upper_msr, self.astar.generated,
+                   self.ev.evaluations, self.astar.exact, self.astar.robust,
+                   self._grid_witness() is not None, self.certified_lower).to_dict()
+        self.trace.append(ev)
+        return ev
 
     def run_all(self, **kw) -> dict:
         for _ in self.run(**kw):
@@ -250,10 +382,16 @@ class MSRSolver:
                        "adv_label": self._name(chk["label"]), "adv_confidence": chk["confidence"],
                        "on_grid": gw is not None, "within_budget": dist <= self.params.budget}
         safe = self.astar.best_safe
+        t1 = self.theorem1_valid()
         return {
-            "trace": [{k: e[k] for k in ("iteration", "seconds", "lower", "upper", "upper_msr")} for e in self.trace],
+            "trace": [{k: e[k] for k in ("iteration", "seconds", "lower", "upper", "upper_msr", "certified_lower")}
+                      for e in self.trace],
             "lower": lower, "upper": upper, "upper_msr": upper_msr,
-            "msr_lower": max(0.0, lower - self.band), "band": self.band,
+            "certified_lower": self.certified_lower, "certified_note": self.cert_note,
+            "bounds": self.bound_list(), "lower_guarantee": self.lower_guarantee(),
+            "msr_lower": max(0.0, lower - self.band) if t1 else None, "band": self.band if t1 else None,
+            "theorem1": ("valid: L given by the user and τ satisfies Eq. 5" if t1 else
+                         "not applicable: needs a user-given Lipschitz constant L and τ within Eq. 5"),
             "exact": self.astar.exact, "robust_within_budget": self.astar.robust,
             "witness": witness,
             "safe_example": {"flow_distance": safe.norm,

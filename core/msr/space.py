@@ -18,24 +18,22 @@ Both are *weighted* ℓp norms ``w_p ‖z‖_p``, which is all the A* and the gr
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import torch
 from torch import nn
-
 from core.checks import check_video
+from core.classifier import VideoClassifier, as_classifier
 from core.errors import ParameterError
 from core.flow import impose_flow_batch
 
-Metric = Literal["l1", "l2", "linf"]
-METRICS: tuple[str, ...] = ("l1", "l2", "linf")
+from core.types import Metric, parse
+
+METRICS: tuple[str, ...] = tuple(m.value for m in Metric)
 P_OF: dict[str, float] = {"l1": 1.0, "l2": 2.0, "linf": math.inf}
 
 
 def check_metric(metric: str) -> float:
-    if metric not in P_OF:
-        raise ParameterError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    return P_OF[metric]
+    """The exponent p of a metric name (``l1``/``l2``/``linf``); a clear error otherwise."""
+    return P_OF[parse(Metric, metric, "metric").value]
 
 
 class ManipulationSpace:
@@ -138,44 +136,44 @@ class Evaluator:
     """Margin ``m(z) = logit_y − max_{c≠y} logit_c`` of the perturbed video, y = original decision.
 
     ``m(z) < 0`` ⇔ the decision changed (an adversarial example). Batched and gradient-free by
-    default; for models with the N_C / N_R split (``features``/``head``/``affected_steps``, e.g.
-    ``cnn_lstm``) only the steps that see a changed frame go through N_C again — the same
-    numbers, far fewer convolutions when few frames change.
-    :meth:`verify` always runs the plain full model on the imposed video.
+    default; for classifiers that *declare* the N_C / N_R split (:class:`core.classifier.FeatureSplit`,
+    e.g. ``cnn_lstm``) only the steps that see a changed frame go through N_C again — the same
+    numbers, far fewer convolutions when few frames change. :meth:`verify` always runs the plain
+    full model on the imposed video.
     """
 
-    def __init__(self, model: nn.Module, space: ManipulationSpace, batch: int = 64,
+    def __init__(self, model: VideoClassifier | nn.Module, space: ManipulationSpace, batch: int = 64,
                  fast: bool = True) -> None:
-        self.model, self.space, self.batch = model, space, batch
+        self.clf = as_classifier(model).fork()
+        self.model = self.clf.model
+        self.space, self.batch = space, batch
         self.device = space.video.device
         self.evaluations = 0
         with torch.no_grad():
-            logits = model(space.video.unsqueeze(0))[0].float()
+            logits = self.clf.logits(space.video)[0]
         self.label = int(logits.argmax())
         self.base_logits = logits
-        self.fast = fast and hasattr(model, "features") and hasattr(model, "head") \
-            and hasattr(model, "affected_steps")
+        split = self.clf.split
+        self.fast = fast and split is not None
         if self.fast:
-            self.steps = model.affected_steps(space.changed_frames, space.video.shape[0])
+            self.steps = split.affected_steps(space.changed_frames, space.video.shape[0])
             with torch.no_grad():
-                self.eta = model.features(space.video.unsqueeze(0))
+                self.eta = split.features(space.video.unsqueeze(0))
 
-    @staticmethod
-    def margin_of(logits: torch.Tensor, label: int) -> torch.Tensor:
-        other = logits.clone()
-        other[..., label] = -torch.inf
-        return logits[..., label] - other.max(dim=-1).values
+    margin_of = staticmethod(VideoClassifier.margin_of)
 
     def _logits(self, z: torch.Tensor) -> torch.Tensor:
         videos = self.space.apply(z)
         if not self.fast:
-            return self.model(videos).float()
+            return self.clf.logits(videos)
         steps = self.steps
         k = z.shape[0]
-        feats = self.model.features(videos, steps)  # N_C on the affected steps only
+        split = self.clf.split
+        feats = split.features(videos, steps)  # N_C on the affected steps only
         eta = self.eta.expand(k, -1, -1).clone()
         eta[:, steps] = feats
-        return self.model.head(eta).float()
+        self.clf.queries += k
+        return split.head(eta).float()
 
     @torch.no_grad()
     def margins(self, z: torch.Tensor) -> torch.Tensor:
@@ -191,7 +189,7 @@ class Evaluator:
         """Margin and ``∂m/∂z`` at one point ``z (D,)`` by autograd through the imposing and the model."""
         zz = z.detach().to(self.device, torch.float32).clone().requires_grad_(True)
         videos = self.space.apply(zz.unsqueeze(0))
-        m = self.margin_of(self.model(videos).float(), self.label)[0]
+        m = self.margin_of(self.clf.logits(videos), self.label)[0]
         (g,) = torch.autograd.grad(m, zz)
         self.evaluations += 1
         return float(m.detach()), g.detach().double().cpu()
@@ -200,7 +198,7 @@ class Evaluator:
     def verify(self, z: torch.Tensor) -> dict:
         """Fresh full forward pass of the model on the imposed video (no shortcuts)."""
         video = self.space.apply(z.view(1, -1).to(self.device))
-        logits = self.model(video)[0].float()
+        logits = self.clf.logits(video)[0]
         probs = torch.softmax(logits, 0)
         k = int(logits.argmax())
         self.evaluations += 1
