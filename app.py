@@ -1,6 +1,12 @@
-"""Video-robustness dashboard — entry point: ``streamlit run app.py``."""
+"""Video-robustness dashboard — entry point: ``streamlit run app.py``.
+
+The common frame lives here: page config, navigation and the shared sidebar (model + clip),
+rendered once per run before the page; pages read the selection with ``pages.common.current()``.
+"""
 
 import streamlit as st
+
+from pages.common import persist_page_settings, sidebar
 
 st.set_page_config(page_title="Video robustness", page_icon=":material/movie:", layout="wide")
 
@@ -13,4 +19,6 @@ PAGES = [
 ]
 
 nav = st.navigation(PAGES)
-nav.run()  # every page renders the shared sidebar (pages.common.sidebar) itself
+persist_page_settings()  # page settings survive page changes
+sidebar()
+nav.run()

@@ -5,6 +5,8 @@ Pure functions over one frame ``(3, H, W)`` in [0, 1]; the SSIM-vs-Lp page and t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -128,3 +130,13 @@ def budget_limits(frame: torch.Tensor, ssim_budget: float = 0.95, l2_budget: flo
                      "limit_ssim": lim_s, "limit_l2": lim_2,
                      "ssim_never_violated": ok_s, "l2_never_violated": ok_2})
     return rows
+
+
+@dataclass
+class AdversarialClip:
+    """What the Attack explorer hands the SSIM page: the original and adversarial clips
+    ``(T, 3, H, W)`` float in [0, 1] (numpy) and the attack's name."""
+
+    original: object
+    adversarial: object
+    method: str = "attack"

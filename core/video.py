@@ -50,8 +50,11 @@ class VideoInfo:
     frames: int
     duration: float
     codec: str = ""
-    truncated: bool = False
+    truncated: bool = False  # stopped at MAX_DECODE_FRAMES on purpose
     reader: str = "pyav"
+    incomplete: bool = False  # the container ended early or frames were damaged: fewer than declared
+    frames_declared: int | None = None
+    warning: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +104,7 @@ def _read_pyav(data: bytes, name: str) -> tuple[list[np.ndarray], VideoInfo]:
         fps = float(rate) if rate else 0.0
         frames: list[np.ndarray] = []
         truncated = False
+        declared = int(stream.frames or 0) or None
         try:
             for frame in container.decode(stream):
                 if len(frames) >= MAX_DECODE_FRAMES:
@@ -115,7 +119,12 @@ def _read_pyav(data: bytes, name: str) -> tuple[list[np.ndarray], VideoInfo]:
         if not w or not h:
             h, w = (frames[0].shape[:2] if frames else (0, 0))
         codec = stream.codec_context.name or ""
-    return frames, VideoInfo(name, fps, int(w), int(h), len(frames), duration, codec, truncated)
+    info = VideoInfo(name, fps, int(w), int(h), len(frames), duration, codec, truncated, frames_declared=declared)
+    if not truncated and declared and len(frames) < declared:
+        info.incomplete = True
+        info.warning = (f"{name} ends early or is damaged: {len(frames)} of {declared} declared frames could be "
+                        f"decoded; only those are used")
+    return frames, info
 
 
 def _read_opencv(data: bytes, name: str) -> tuple[list[np.ndarray], VideoInfo]:
@@ -283,4 +292,8 @@ def open_video(name: Source, frames: int | None = None, size: int | None = None)
         info = VideoInfo(name, 8.0, w, h, t, t / 8.0, "synthetic", False, "generator")
         return clip.video, info, label
     video, info = read_video(name, frames, size)
+    if info.incomplete:  # never silently: the CLI user sees it on stderr (the UI shows info.warning)
+        import sys
+
+        print(f"warning: {info.warning}", file=sys.stderr)
     return video, info, None

@@ -10,6 +10,7 @@ import torch
 
 from core.attacks import METHODS, make_attack
 from core.errors import CoreError
+from core.jsonutil import dumps
 from core.flow import compute_flow
 from core.models import available_models
 from core.video import encode_mp4
@@ -17,7 +18,7 @@ from core.viz import prediction_bar
 from core.viz.attacks import (amplified, frame_grid, saliency_figure, synced_players_html, timeline_figure,
                               trials_figure)
 from core.viz.flow import comparison_figure
-from pages.common import require_model_and_clip, sidebar, load_shipped_model
+from pages.common import current, load_shipped_model, require_model_and_clip
 
 LABELS = {"one-shot": "One-shot FGSM (Inkawhich Eq. 3.3)", "saliency": "Iterative saliency (Eq. 3.4)",
           "saliency-rg": "Iterative saliency, refreshed gradients (RG)", "deepsava": "DeepSAVA (spatial + additive, SSIM)",
@@ -25,32 +26,33 @@ LABELS = {"one-shot": "One-shot FGSM (Inkawhich Eq. 3.3)", "saliency": "Iterativ
 
 
 
-def _views(key: str, model, video: torch.Tensor, adv: torch.Tensor) -> dict:
-    """Everything derived from one attack result (videos, flows, predictions), computed once per
-    result and kept in the session — not on every rerun."""
+def _views(key: str, res) -> dict:
+    """Everything derived from one attack result (players, flows), computed once per result from
+    what the attack already computed (probabilities, lazily cached flows) — not on every rerun."""
     views = st.session_state.setdefault("atk_views", {})
     if key not in views:
+        video, adv = res.orig_video, res.adv_video
         amp, k = amplified(video, adv)
         scale = max(1, 192 // video.shape[-1])
-        with torch.no_grad():
-            dev = next(iter(model.parameters()), torch.empty(0)).device
-            p_adv = torch.softmax(model(adv.unsqueeze(0).to(dev)).float(), 1)[0].cpu()
-            p_org = torch.softmax(model(video.unsqueeze(0).to(dev)).float(), 1)[0].cpu()
+        fo, fa = res.flows()
         views.clear()  # keep only the latest result's views
         views[key] = {
-            "k": k, "scale": scale, "p_adv": p_adv, "p_org": p_org,
+            "k": k, "scale": scale, "p_adv": torch.tensor(res.adv_probs), "p_org": torch.tensor(res.orig_probs),
             "players": synced_players_html([encode_mp4(video, 4, scale), encode_mp4(amp, 4, scale),
                                             encode_mp4(adv, 4, scale)],
                                            ["original", f"perturbation ×{k:.1f} (grey = 0)", "adversarial"]),
-            "flow_org": compute_flow(video), "flow_adv": compute_flow(adv), "adv_mp4": encode_mp4(adv, 8, scale),
+            "flow_org": fo, "flow_adv": fa, "adv_mp4": encode_mp4(adv, 8, scale),
         }
     return views[key]
+
+
+MAX_RESULTS = 8  # attack results kept per session (oldest dropped)
 
 
 st.title("Attack explorer")
 st.markdown("Perturb one or a few frames of a clip and watch the decision flip: which frames were hit, "
             "in what order, how much, and why (saliency, key-frame search).")
-sel = sidebar()
+sel = current()
 video = require_model_and_clip(sel)
 T = video.shape[0]
 shipped = [c["name"] for c in available_models()]
@@ -68,17 +70,21 @@ with tab1:
         frames = int(c[1].number_input("Frames to perturb (K)", 1, T, 1, key="atk_frames"))
         kw["max_iters"] = int(c[2].number_input("Max iterations", 1, 1000, 100, key="atk_iters"))
     if method == "deepsava":
-        select = c[3].selectbox("Key frames", ["bo", "brute", "first"], key="atk_select",
+        select = c[3].selectbox("Key frames", ["bo", "brute", "random", "first"], key="atk_select",
                                 format_func={"bo": "Bayesian optimisation", "brute": "brute force",
-                                             "first": "first frame(s)"}.get)
+                                             "random": "random search", "first": "first frame(s)"}.get)
         cc = st.columns(4)
         kw["mode"] = cc[0].selectbox("Perturbation", ["both", "additive", "spatial"], key="atk_mode",
                                      format_func={"both": "D+S (both)", "additive": "D (additive)",
                                                   "spatial": "S (spatial)"}.get)
-        kw["bo_trials"] = int(cc[1].number_input("BO trials", 2, 64, 8, key="atk_trials"))
-        sb = cc[2].number_input("SSIM budget (0 = none)", 0.0, 1.0, 0.0, 0.01, key="atk_ssim_budget")
+        if select in ("bo", "random"):
+            kw["bo_trials"] = int(cc[1].number_input("Probes (distinct masks)", 2, 64, 8, key="atk_trials"))
+        sb = cc[2].number_input("SSIM budget per perturbed frame (0 = none)", 0.0, 1.0, 0.98, 0.005,
+                                format="%.3f", key="atk_ssim_budget")
         lb = cc[3].number_input("ℓ2,1 budget (0 = none)", 0.0, 100.0, 0.0, 0.01, key="atk_l21_budget")
-        kw.update({k: v for k, v in (("ssim_budget", sb), ("l21_budget", lb)) if v > 0})
+        kw["ssim_budget"] = sb if sb > 0 else None
+        if lb > 0:
+            kw["l21_budget"] = lb
     bb_name = st.selectbox("Judge success on (black-box transfer)", ["the attacked model"] +
                            [m for m in shipped if m != sel.spec.name], key="atk_bb",
                            help="Gradients come from the attacked (white-box) model; success is checked on this model.")
@@ -106,6 +112,8 @@ with tab1:
                 status.update(label=f"Failed: {e}", state="error")
                 st.stop()
             results[key] = res
+            while len(results) > MAX_RESULTS:
+                results.pop(next(iter(results)))
             status.update(label=f"Done in {res.seconds:.1f} s — {'success' if res.success else 'no success'}",
                           state="complete", expanded=False)
     res = results.get(key)
@@ -113,9 +121,11 @@ with tab1:
         st.info("Set the parameters and press **Run attack**.")
     else:
         adv = res.adv_video
-        st.session_state["adversarial"] = {"original": video.cpu().numpy(), "adversarial": adv.numpy(),
-                                           "method": res.method}
-        d = res.to_dict()
+        from core.ssim_lp import AdversarialClip
+
+        st.session_state["adversarial"] = AdversarialClip(original=res.orig_video.numpy(), adversarial=adv.numpy(),
+                                                          method=res.method)
+        d = res.to_dict(flow=True)
         (st.success if res.success else st.warning)(
             f"{'Success' if res.success else 'No success'}: {d['orig_class']} ({res.orig_confidence:.1%}) → "
             f"{d['adv_class']} ({res.adv_confidence:.1%}) with {len(res.perturbed_frames)} frame(s) perturbed, "
@@ -126,11 +136,11 @@ with tab1:
         m[1].metric("ℓ2", f"{res.distances['l2']:.3f}")
         m[2].metric("ℓ∞", f"{res.distances['linf']:.4f}")
         m[3].metric("ℓ2,1 (normalised)", f"{res.distances['l21_norm']:.4f}")
-        m[4].metric("flow change ‖ΔP‖₂", f"{res.flow_distance:.2f}")
+        m[4].metric("flow change ‖ΔP‖₂", f"{d['flow_distance']:.2f}")
         st.plotly_chart(timeline_figure(T, res.perturbed_frames, res.distances["ssim_per_frame"], res.l2_per_frame),
                         width="stretch", key="atk_timeline")
         c1, c2 = st.columns(2)
-        view = _views(key, sel.model, video.cpu(), adv)
+        view = _views(key, res)
         p_org, p_adv = view["p_org"], view["p_adv"]
         true = sel.spec.classes[sel.true_label] if sel.true_label is not None else None
         c1.plotly_chart(prediction_bar(dict(zip(sel.spec.classes, p_org.tolist())), true, "before"), width="stretch",
@@ -140,7 +150,8 @@ with tab1:
         if "saliency" in res.extra:
             st.plotly_chart(saliency_figure(res.extra["saliency"], res.perturbed_frames), width="stretch", key="atk_sal")
         if res.extra.get("trials"):
-            st.plotly_chart(trials_figure(res.extra["trials"], res.extra["mask"]), width="stretch", key="atk_trials")
+            st.plotly_chart(trials_figure(res.extra["trials"], res.extra["mask"]), width="stretch",
+                            key="atk_trials_chart")
         k = view["k"]
         scale = view["scale"]
         st.iframe(view["players"], height=video.shape[-1] * 3 + 120)
@@ -156,7 +167,7 @@ with tab1:
         e1, e2 = st.columns(2)
         e1.download_button("Adversarial video (H.264)", view["adv_mp4"], "adversarial.mp4", "video/mp4",
                            key="atk_dl_mp4")
-        e2.download_button("Result (JSON)", json.dumps(d, indent=2, default=str), "attack_result.json",
+        e2.download_button("Result (JSON)", dumps(d, indent=2), "attack_result.json",
                            "application/json", key="atk_dl_json")
 
 with tab2:
@@ -174,11 +185,11 @@ with tab2:
     sw_select = c[2].selectbox("DeepSAVA key frames", ["first", "bo", "brute"], key="sw_select")
     try:
         eps_values = [float(e) for e in eps_text.split(",") if e.strip()]
-        bad = [e for e in eps_values if not 0 < e <= 0.5]
+        bad = [e for e in eps_values if not 0 <= e <= 0.5]
         if bad or not eps_values:
             raise ValueError
     except ValueError:
-        st.error("ε values must be comma-separated numbers in (0, 0.5].")
+        st.error("ε values must be comma-separated numbers in [0, 0.5].")
         st.stop()
     sw_key = json.dumps([models, methods, n_clips, eps_values, sw_frames, sw_select])
     sweeps = st.session_state.setdefault("sweeps", {})
@@ -190,6 +201,7 @@ with tab2:
             sweeps[sw_key] = sweep({mn: load_shipped_model(mn) for mn in models}, methods, n_clips=n_clips,
                                    eps_values=eps_values, frames=sw_frames, select=sw_select,
                                    progress=lambda f, m: bar.progress(f, text=m))
+        bar.empty()  # the progress bar ends with the sweep
     st.button("■ Stop", key="sw_stop")
     out = sweeps.get(sw_key)
     if out is not None:

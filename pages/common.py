@@ -14,6 +14,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from core.classifier import VideoClassifier
 from core.data import CLASSES
 from core.errors import CoreError
 from core.models import DEFAULT_MODEL, ModelSpec, available_models
@@ -25,9 +26,12 @@ BUNDLED = {"Big Buck Bunny (CC-BY 3.0, Blender Foundation)": "bigbuckbunny_320x1
 
 @dataclass
 class Selection:
-    """The current model and video, shared by every page through ``st.session_state``."""
+    """The current model and video, shared by every page through ``st.session_state``.
 
-    model: torch.nn.Module | None
+    ``model`` is a frozen :class:`core.classifier.VideoClassifier` (shared by every session: each
+    use forks its own counters)."""
+
+    model: VideoClassifier | None
     spec: ModelSpec | None
     model_key: str
     video: torch.Tensor | None  # (T, 3, H, W) in [0, 1], as read (before fitting to the model)
@@ -39,18 +43,20 @@ class Selection:
 
 
 @st.cache_resource(show_spinner="Loading model…")
-def load_shipped_model(name: str):
-    from core.models import load_model
+def load_shipped_model(name: str) -> tuple[VideoClassifier, object]:
+    from core.models import load_classifier
 
-    return load_model(name)
+    clf = load_classifier(name)
+    return clf, clf.spec
 
 
 @st.cache_resource(show_spinner="Loading TorchScript model…")
-def load_user_model(model_bytes: bytes, spec_text: str):
+def load_user_model(model_bytes: bytes, spec_text: str) -> tuple[VideoClassifier, object]:
     from core.models import load_torchscript, parse_spec
 
     spec = parse_spec(spec_text, "uploaded")
-    return load_torchscript(model_bytes, spec)
+    model, spec = load_torchscript(model_bytes, spec)
+    return VideoClassifier(model, spec), spec
 
 
 @st.cache_data(show_spinner="Generating clip…", max_entries=64)
@@ -113,6 +119,31 @@ def _hash(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()[:16]
 
 
+def ensure_navigation() -> None:
+    """Call first on every page: leaves Streamlit's legacy ``pages/`` mode (see below)."""
+    _leave_legacy_multipage_mode()
+
+
+#: Widget keys whose values must survive page changes (Streamlit drops the state of widgets that
+#: are not rendered on the current page; re-assigning a key keeps it — Streamlit's documented
+#: "interrupt the widget clean-up" idiom).
+PERSIST_PREFIXES = ("flow_", "msr_", "atk_", "sw_", "lvl_", "sl_", "pg_", "bd_")
+
+
+def persist_page_settings() -> None:
+    """Keep a shadow copy of every page setting and restore it when its page is shown again."""
+    ss = st.session_state
+    for k in list(ss.keys()):
+        if isinstance(k, str) and k.startswith(PERSIST_PREFIXES):
+            ss["_keep_" + k] = ss[k]
+    for k in list(ss.keys()):
+        if isinstance(k, str) and k.startswith("_keep_") and k[6:] not in ss:
+            try:
+                ss[k[6:]] = ss[k]
+            except Exception:  # noqa: BLE001 - buttons, uploaders and downloads cannot be set: skip
+                pass
+
+
 def _leave_legacy_multipage_mode() -> None:
     """A fresh server opened directly on a page URL (e.g. ``/msr``) runs Streamlit's legacy
     ``pages/``-directory mode: the page file alone, with every file of ``pages/`` listed as a page,
@@ -129,7 +160,8 @@ def _leave_legacy_multipage_mode() -> None:
 
 
 def sidebar() -> Selection:
-    """Render the shared sidebar and store the selection in ``st.session_state['selection']``."""
+    """Render the shared sidebar (once, from ``app.py``) and store the selection in
+    ``st.session_state['selection']``."""
     _leave_legacy_multipage_mode()
     sb = st.sidebar
     sb.header("Model")
@@ -204,15 +236,27 @@ def sidebar() -> Selection:
     else:
         up = sb.file_uploader("Video (mp4, avi, mov, webm, gif)", key="video_file",
                               type=["mp4", "avi", "mov", "webm", "gif", "mkv", "m4v"])
+        store = st.session_state.setdefault("_uploads", {})  # content hash -> (name, bytes), this session
         if up is not None:
             data = up.getvalue()
+            h = _hash(data)
+            if h not in store:
+                store.clear()  # one upload kept per session (bounded memory)
+                store[h] = (up.name, data)
+            st.session_state["_upload_current"] = h
+        h = st.session_state.get("_upload_current")
+        if up is None and h in store:
+            sb.caption(f"Using the uploaded **{store[h][0]}** (kept for this session).")
+        if h in store:
+            name, data = store[h]
             try:
-                arr, info = uploaded_clip(data, up.name)
+                arr, info = uploaded_clip(data, name)
                 video = torch.from_numpy(arr)
-                video_key = f"upload:{_hash(data)}"
-                video_label = up.name
+                video_key = f"upload:{h}"
+                video_label = name
             except CoreError as e:
                 error = (error + "\n\n" if error else "") + f"Video not loaded: {e}"
+                store.pop(h, None)
     if error:
         sb.error(error)  # visible on every page
     sel = Selection(model, spec, model_key, video, video_key, video_label, info, true_label, error)
@@ -220,8 +264,13 @@ def sidebar() -> Selection:
     return sel
 
 
-def current() -> Selection | None:
-    return st.session_state.get("selection")
+def current() -> Selection:
+    """The selection the sidebar (rendered by ``app.py``) stored for this run."""
+    ensure_navigation()
+    sel = st.session_state.get("selection")
+    if sel is None:  # only when a page file runs on its own
+        sel = sidebar()
+    return sel
 
 
 def require_model_and_clip(sel: Selection) -> torch.Tensor:

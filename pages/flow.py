@@ -11,7 +11,7 @@ from core.flow.evaluate import epe
 from core.video import limit_size
 from core.viz.flow import (animation_figure, arrows_figure, comparison_figure, direction_figure,
                            histogram_figure, magnitude, magnitude_figure, panel_png)
-from pages.common import cached_flow, sidebar, synthetic_truth
+from pages.common import cached_flow, current, synthetic_truth
 
 FLOW_MAX_SIDE = 256  # frames are downscaled so the longer side is at most this
 FLOW_MAX_FRAMES = 32  # at most this many consecutive frames are analysed at once
@@ -24,7 +24,7 @@ st.title("Optical flow")
 st.caption("Flow maps each pixel of frame t to where it moves in frame t+1, in pixels (x right, y "
            "down). Direction colour wheel: red = rightward, yellow-green = downward, cyan = "
            "leftward, violet = upward; paler = slower, white = still.")
-sel = sidebar()
+sel = current()
 if sel is None or sel.video is None:
     st.info("Choose a clip in the sidebar.")
     st.stop()

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.data import CLASSES
 from core.viz import frame_strip, prediction_bar
-from pages.common import cached_predict, sidebar, mp4_bytes
+from pages.common import cached_predict, current, mp4_bytes
 
 st.title("Video robustness dashboard")
 st.markdown(
@@ -29,7 +29,7 @@ every clip comes with its exact optical flow. Everything runs offline.
 """
 )
 
-sel = sidebar()
+sel = current()
 if sel.error:
     st.error(sel.error)
 if sel.video is None:
@@ -43,6 +43,12 @@ st.caption(f"{t} frames decoded · {w}×{h} px working size · original "
            f"{info.get('width', w)}×{info.get('height', h)} at {info.get('fps', 0):.1f} fps"
            + (f", {info['duration']:.1f} s" if info.get("duration") else "")
            + (" · truncated to the first frames (file too long)" if info.get("truncated") else ""))
+if info.get("incomplete"):
+    st.warning(info["warning"])
+if sel.video_key.startswith(("upload:", "bundled:")) and sel.spec is not None and sel.spec.card.get("source") != "torchscript":
+    st.info("The shipped models know only **8 synthetic motions** (translate left/right/up/down, rotate cw/ccw, "
+            "zoom in/out of a textured object). On a real video their answer is the nearest synthetic motion, "
+            "not a real action — read the out-of-distribution score below the prediction.")
 video_np = sel.video.numpy()
 c1, c2 = st.columns([1, 2])
 with c1:
@@ -67,6 +73,13 @@ if true is not None:
               delta_color="normal" if true == pred["label"] else "inverse")
 st.plotly_chart(prediction_bar(pred["probs"], true, f"{sel.spec.name} on {sel.video_label}"),
                 width="stretch", key="prediction_chart")
+import math
+
+probs = list(pred["probs"].values())
+entropy = -sum(p * math.log(p) for p in probs if p > 0) / math.log(len(probs))
+st.caption(f"Out-of-distribution score (normalised entropy of the prediction, 0 = certain, 1 = uniform): "
+           f"{entropy:.2f}; max-softmax {max(probs):.2f}. Not calibrated: a confident answer on a real "
+           f"video is still only the nearest of the {len(probs)} classes the model knows.")
 st.caption(f"The clip is fitted to the model's input ({sel.spec.frames} frames, "
            f"{sel.spec.size}×{sel.spec.size}: uniform frame sampling, resize, centre crop).")
 record = {**pred, "video": sel.video_label, "true_label": true}

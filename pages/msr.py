@@ -10,24 +10,28 @@ import torch
 
 from core.errors import CoreError
 from core.flow import compute_flow
-from core.msr import Evaluator, MSRParams, MSRSolver, estimate_lipschitz, make_space, tau_from_lipschitz
+from core.msr import MSRParams, MSRSolver, lipschitz_report
 from core.msr.background import BackgroundRun
+from core.msr.experiments import brightness_panel, scalability_panel
 from core.video import encode_mp4
 from core.viz import frame_strip, prediction_bar
 from core.viz.flow import comparison_figure
 from core.viz.msr import bounds_figure, lower_traces_figure
-from pages.common import require_model_and_clip, sidebar
+from pages.common import current, require_model_and_clip
 
 st.title("Maximum safe radius on optical flow")
 st.markdown(
     "How far can the **motion** of a clip be bent before the classifier changes its mind? We perturb "
     "the optical flow between frames (δ, in pixels), impose it back on the frames, and bound the "
     "smallest perturbation that flips the decision: an **upper bound** (red) from gradient search — "
-    "every value is the distance of a real adversarial video, re-checked — and a **lower bound** "
-    "(blue) from admissible A* over the τ-grid: no grid perturbation below it flips the decision. "
-    "The grey band is where the continuous MSR lies by Theorem 1, `[lower − ½d̃, upper]`.")
+    "every value is the distance of a real adversarial video, re-checked (*sound*) — a **grid lower "
+    "bound** (blue) from admissible A* over the τ-grid (*grid*: no grid perturbation below it flips the "
+    "decision), and a **certified lower bound** (green) by our own bound propagation (CROWN) through "
+    "the warp and the model with branch and bound (*sound*: no perturbation at all below it flips the "
+    "decision, no assumption). Every bound names its guarantee; Theorem 1's band is drawn only when "
+    "you give a Lipschitz constant L and τ satisfies Eq. 5 (*conditional*).")
 
-sel = sidebar()
+sel = current()
 video = require_model_and_clip(sel)
 T = video.shape[0]
 H = video.shape[-1]
@@ -42,8 +46,9 @@ with st.expander("Parameters", expanded=True):
                            help="Pixels moved together by one manipulable dimension; 1 = per pixel.")
     flows = c[2].multiselect("Manipulated frame pairs (Player I)", list(range(T - 1)), default=list(range(T - 1)),
                              key="msr_flows")
-    heuristic = c[3].selectbox("A* heuristic", ["zero", "lipschitz"], key="msr_heur",
-                               help="zero: no assumption, a guaranteed lower bound for FMSR. lipschitz: "
+    heuristic = c[3].selectbox("A* heuristic", ["zero", "certified", "lipschitz"], key="msr_heur",
+                               help="zero: no assumption, a guaranteed lower bound for FMSR. certified: "
+                                    "f = max(g, certified radius) — sound, no assumption. lipschitz: "
                                     "h = margin / L, valid only when L is a true Lipschitz constant.")
     c = st.columns(4)
     default_budget = {"l1": 20000.0, "l2": 300.0, "linf": 4.0}[metric]
@@ -53,6 +58,7 @@ with st.expander("Parameters", expanded=True):
     max_iters = int(c[2].number_input("Max iterations", 1, 100_000, 300, key="msr_iters"))
     time_limit = float(c[3].number_input("Time limit (s)", 1.0, 3600.0, 60.0, key="msr_time"))
     lip = None
+    lip_source = "user"
     if heuristic == "lipschitz":
         c = st.columns([1, 1, 2])
         lip = c[0].number_input("Lipschitz constant L of the margin", 1e-6, 1e6,
@@ -61,11 +67,8 @@ with st.expander("Parameters", expanded=True):
         if c[1].button("Estimate L (sampled)", key="msr_estimate"):
             with st.spinner("Sampling gradients…"):
                 try:
-                    space = make_space(video, MSRParams(flows=flows or None, block=block).validate(T))
-                    ev = Evaluator(sel.model, space)
-                    est = estimate_lipschitz(ev, metric, budget)
-                    est["margin"] = float(Evaluator.margin_of(ev.base_logits, ev.label))
-                    est["tau_eq5"] = tau_from_lipschitz(est["margin"], est["L"], space, metric) if est["L"] > 0 else None
+                    est = lipschitz_report(sel.model, video, MSRParams(metric=metric, budget=float(budget),
+                                                                        flows=flows or None, block=block))
                     st.session_state["msr_L_est"] = est
                 except CoreError as e:
                     st.error(str(e))
@@ -77,6 +80,7 @@ with st.expander("Parameters", expanded=True):
             cc = c[2].columns(2)
             if cc[0].button("Use this L", key="msr_use_L"):
                 st.session_state["msr_L_value"] = est["L"]
+                st.session_state["msr_L_from_estimate"] = est["L"]
                 st.session_state.pop("msr_L", None)
                 st.rerun()
             if est.get("tau_eq5") and cc[1].button("Use τ from Eq. (5)", key="msr_use_tau"):
@@ -84,8 +88,13 @@ with st.expander("Parameters", expanded=True):
                 st.session_state.pop("msr_tau", None)
                 st.rerun()
 
+    if lip is not None and st.session_state.get("msr_L_from_estimate") == lip:
+        lip_source = "estimate"  # the sampled L: every bound that rests on it says "estimate"
+        c[0].caption("This L is the sampled **estimate**: bounds that use it are estimates.")
+
 params = MSRParams(metric=metric, tau=float(tau), budget=float(budget), flows=sorted(flows) or None, block=int(block),
-                   heuristic=heuristic, lipschitz=lip, max_iters=max_iters, time_limit=time_limit)
+                   heuristic=heuristic, lipschitz=lip, lipschitz_source=lip_source, max_iters=max_iters,
+                   time_limit=time_limit)
 key = hashlib.sha256(json.dumps([sel.model_key, sel.video_key, params.to_dict()], default=str).encode()).hexdigest()[:16]
 run: BackgroundRun | None = st.session_state.get("msr_run")
 if run is not None and st.session_state.get("msr_run_key") != key:
@@ -118,6 +127,10 @@ if b[3].button("↺ Reset", key="msr_reset", disabled=run is None):
     st.rerun()
 
 
+LOWER_LABEL = {"grid": "Grid lower bound (FMSR)", "conditional": "Lower bound (conditional on L)",
+               "estimate": "Lower estimate (sampled L)"}
+
+
 @st.fragment(run_every=0.5 if run is not None and run.status == "running" else None)
 def live() -> None:
     r: BackgroundRun | None = st.session_state.get("msr_run")
@@ -125,29 +138,41 @@ def live() -> None:
         st.info("Press **Start**: the bounds appear here as they converge.")
         return
     s = r.solver
-    trace = r.trace()
-    lower, upper, _ = s.bounds() if trace else (0.0, s.params.budget, s.params.budget)
-    m = st.columns(6)
-    m[0].metric("Status", r.status)
-    m[1].metric("Iteration", s.iteration)
-    m[2].metric("Lower bound", f"{lower:.4g}")
-    m[3].metric("Upper bound", f"{upper:.4g}" if s._grid_witness() is not None else "d + ε")
-    m[4].metric("Evaluations / s", f"{s.ev.evaluations / max(s.elapsed, 1e-9):.0f}",
-                help="model evaluations (A* nodes, gradient steps, witness checks) per second")
-    m[5].metric("Elapsed", f"{s.elapsed:.1f} s")
-    st.plotly_chart(bounds_figure(trace, s.band, s.params.budget,
-                                  f"{sel.spec.name} · {s.space.describe()} · τ = {s.params.tau:g}"),
-                    width="stretch", key="msr_chart")
+    snap = s.snapshot()
+    m = st.columns(7)
+    m[0].metric("Status", r.status, help=snap["activity"] if r.status == "running" else None)
+    m[1].metric("Iteration", snap["iteration"])
+    m[2].metric(LOWER_LABEL[snap["lower_guarantee"]], f"{snap['lower']:.4g}",
+                help=f"guarantee: {snap['lower_guarantee']}")
+    cl = snap["certified_lower"]
+    m[3].metric("Certified lower (sound)", "—" if cl is None else f"{cl:.4g}",
+                help=snap["cert_note"] or "bound propagation + branch and bound: sound for the continuous MSR")
+    m[4].metric("Upper bound", f"{snap['upper']:.4g}" if snap["has_witness"] else "d + ε",
+                help="distance of a verified adversarial video (sound)")
+    eps = snap["evals_per_s"]
+    m[5].metric("Evaluations / s", "…" if eps is None else f"{eps:.0f}",
+                help="model evaluations per second over the last 5 s (A* nodes, gradient steps, checks)")
+    m[6].metric("Elapsed", f"{snap['seconds']:.1f} s")
+    if r.status == "running":
+        st.caption(f"Now: {snap['activity']} · {snap['nodes']} nodes · {snap['evaluations']} evaluations")
+    st.plotly_chart(bounds_figure(r.trace(), snap["band"], snap["budget"],
+                                  f"{sel.spec.name} · {snap['space']} · τ = {s.params.tau:g}",
+                                  snap["lower_guarantee"]), width="stretch", key="msr_chart")
     if r.status == "error":
         st.error(f"The computation failed: {r.error}")
-    if s.astar.exact:
-        st.success(f"FMSR is exact: {lower:.4g} (A* reached a verified adversarial grid point).")
-    elif s.astar.robust:
+    if snap["cert_note"]:
+        st.info(f"Certified lower bound unavailable — {snap['cert_note']}.")
+    if snap["exact"]:
+        st.success(f"FMSR is exact: {snap['lower']:.4g} (A* reached a verified adversarial grid point).")
+    elif snap["robust"]:
         st.success(f"Robust within the budget: no τ-grid perturbation with distance ≤ {s.params.budget:g} "
                    f"changes the decision (FMSR = d + ε).")
-    st.caption(f"FMSR ∈ [{lower:.4g}, {upper:.4g}]; ½d̃ = {s.band:.4g}, so MSR ∈ "
-               f"[{max(0.0, lower - s.band):.4g}, {upper:.4g}] (Theorem 1, if τ satisfies Eq. 5). "
-               f"The bounds hold for this manipulation space: {s.space.describe()}.")
+    lines = [f"**{b['name']}** = {b['value']:.4g} — *{b['guarantee']}*: {b['meaning']}" for b in snap["bounds"]]
+    if snap["band"] is None:
+        lines.append("Theorem 1's band is not drawn: it needs a Lipschitz constant L that you claim is true "
+                     "and τ within Eq. 5.")
+    st.markdown("\n".join(f"- {x}" for x in lines) + f"\n\nAll bounds hold for this manipulation space: "
+                f"{snap['space']}.")
     if r.status != "running" and st.session_state.get("msr_drawn") != (id(r), r.status, s.iteration):
         st.session_state["msr_drawn"] = (id(r), r.status, s.iteration)
         st.rerun()  # refresh the panels below once the run pauses or ends
@@ -163,10 +188,17 @@ if run is None or run.status == "running" or not run.solver.trace:
 s = run.solver
 _rk = (id(run), run.status, s.iteration)
 if st.session_state.get("msr_result_key") != _rk:  # result() computes flows: once per state, not per rerun
-    st.session_state["msr_result"], st.session_state["msr_result_key"] = s.result(), _rk
+    with st.spinner("Rendering the witnesses (flows of the perturbed clips)…"):
+        st.session_state["msr_result"], st.session_state["msr_result_key"] = s.result(), _rk
 res = st.session_state["msr_result"]
 st.header("Witnesses")
-t_pair = s.params.flows[0] if s.params.space == "flow" else T // 2 - 1
+def _changed_pair(vid: torch.Tensor) -> int:
+    """The frame pair whose frames changed most (the panels show where the perturbation is)."""
+    if s.params.space != "flow":
+        return T // 2 - 1
+    d = (vid - s.video.cpu()).abs().flatten(1).sum(1)  # per frame
+    f = int(d.argmax())
+    return max(0, min(T - 2, f - 1))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -177,7 +209,8 @@ def _flows(k: str, _v: np.ndarray) -> np.ndarray:
 def show_case(title: str, vid: torch.Tensor, note: str, tag: str) -> None:
     st.subheader(title)
     st.caption(note)
-    probs = torch.softmax(sel.model(vid.unsqueeze(0).to(s.video.device))[0].float(), 0).detach().cpu()
+    t_pair = _changed_pair(vid)
+    probs = sel.model.fork().predict(vid)[2]
     c1, c2 = st.columns([3, 2])
     with c1:
         lo, hi = max(0, t_pair - 1), min(T, t_pair + 4)
@@ -196,7 +229,7 @@ w = res["witness"]
 if w is not None:
     wv = s.witness_video()
     show_case(f"Unsafe: {w['orig_label']} ({w['orig_confidence']:.1%}) → {w['adv_label']} ({w['adv_confidence']:.1%})",
-              wv, f"Flow distance ‖δ‖ = {w['flow_distance']:.4g} (upper bound); measured change of the "
+              wv, f"Flow distance ‖δ‖ = {w['flow_distance']:.4g} (the upper bound, verified: sound); measured change of the "
                   f"Horn–Schunck flow ‖P(v′) − P(v)‖ = {w['measured_flow_distance']:.4g} "
                   f"(imposing a flow is not exact).", "unsafe")
     st.download_button("Witness video (H.264)", encode_mp4(wv, 8, 4), "msr_witness.mp4", "video/mp4", key="msr_dl_video")
@@ -217,39 +250,31 @@ d2.download_button("Result (JSON)", json.dumps(res, indent=2, default=str), "msr
 st.header("Beyond flows")
 
 
-def _lower_traces(kind: str, spaces: list[MSRParams], iters: int) -> dict:
-    """Lower-bound traces for several spaces, with a progress bar (any click stops it)."""
-    out = {}
+def _progress_bar(kind: str):
     bar = st.progress(0.0, text=f"{kind}: starting…")
-    for i, p in enumerate(spaces):
-        solver = MSRSolver(sel.model, video, p, classes=sel.spec.classes)
-        name = (f"{len(p.flows)} flow(s) {p.flows}" if kind == "scalability" else f"τ = {p.tau:g}")
-        for ev in solver.run(max_iters=iters, time_limit=120):
-            bar.progress((i + ev["iteration"] / iters) / len(spaces), text=f"{kind}: {name}, iteration {ev['iteration']}")
-        out[name] = solver.trace
-    bar.empty()
-    return out
+    return bar, (lambda f, m: bar.progress(min(f, 1.0), text=f"{kind}: {m}"))
 
 
 c1, c2 = st.columns(2)
 with c1:
     st.markdown("**Brightness** (Fig. 8): each atomic move brightens one whole frame by ±τ; the lower "
-                "bound says how much uniform brightness change is certainly safe (ℓ2 over pixel values).")
+                "bound (*grid*) says how much uniform brightness change is certainly safe on the grid "
+                "(ℓ2 over pixel values). CLI: `python -m core panels VIDEO --panel brightness`.")
     if st.button("Compute brightness lower bounds", key="msr_bright"):
-        ps = [MSRParams(metric="l2", tau=t, budget=1e3, space="brightness", upper=False, max_iters=40)
-              for t in (0.01, 0.02)]
-        st.session_state["msr_bright_res"] = _lower_traces("brightness", ps, 40)
+        bar, prog = _progress_bar("brightness")
+        st.session_state["msr_bright_res"] = brightness_panel(sel.model, video, progress=prog)
+        bar.empty()
     if "msr_bright_res" in st.session_state:
-        st.plotly_chart(lower_traces_figure(st.session_state["msr_bright_res"], "brightness: lower bounds"),
+        st.plotly_chart(lower_traces_figure(st.session_state["msr_bright_res"], "brightness: grid lower bounds"),
                         width="stretch", key="msr_bright_fig")
 with c2:
-    st.markdown("**Scalability** (Fig. 10): the lower bound after the same number of iterations when "
-                "Player I may manipulate 1, 2 or 3 flows.")
+    st.markdown("**Scalability** (Fig. 10): the grid lower bound after the same number of iterations when "
+                "Player I may manipulate 1, 2 or 3 flows. CLI: `python -m core panels VIDEO --panel scalability`.")
     if st.button("Compute scalability panel", key="msr_scal"):
-        t0 = min(T // 2 - 1, T - 4)
-        ps = [MSRParams(metric=metric, tau=float(tau), budget=float(budget), flows=list(range(t0, t0 + n)),
-                        block=int(block), upper=False, max_iters=40) for n in (1, 2, 3)]
-        st.session_state["msr_scal_res"] = _lower_traces("scalability", ps, 40)
+        bar, prog = _progress_bar("scalability")
+        st.session_state["msr_scal_res"] = scalability_panel(sel.model, video, metric, float(tau), float(budget),
+                                                             int(block), progress=prog)
+        bar.empty()
     if "msr_scal_res" in st.session_state:
-        st.plotly_chart(lower_traces_figure(st.session_state["msr_scal_res"], "lower bound vs manipulated flows"),
+        st.plotly_chart(lower_traces_figure(st.session_state["msr_scal_res"], "grid lower bound vs manipulated flows"),
                         width="stretch", key="msr_scal_fig")

@@ -16,7 +16,7 @@ from core.ssim_lp import SWEEPS, budget_limits, claim_check, fig1_panels, metric
 from core.transforms import compose
 from core.video import limit_size
 from core.viz.flow import to_uint8
-from pages.common import sidebar
+from pages.common import current
 
 MAX_SIDE = 256  # frames are downscaled so the longer side is at most this (keeps sliders live)
 PNG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
@@ -55,7 +55,7 @@ st.markdown("DeepSAVA (Mu et al., Fig. 1) argues that **SSIM barely moves under 
             "yet imperceptible. Check that claim on your own frames. SSIM here: Gaussian window "
             "σ = 1.5, K1 = 0.01, K2 = 0.03, data range 1 (identical to scikit-image's).")
 
-sel = sidebar()
+sel = current()
 src = st.radio("Frame", ["From the current clip", "Upload an image"], horizontal=True, key="sl_src")
 frame = None
 if src == "Upload an image":
@@ -198,8 +198,8 @@ st.download_button("Budget table (CSV)", bt.to_csv(index=False), "budgets.csv", 
 st.header("Video level")
 adv = st.session_state.get("adversarial")
 if adv is not None:
-    orig, advv = torch.from_numpy(adv["original"]), torch.from_numpy(adv["adversarial"])
-    title = f"adversarial video from the attack page ({adv.get('method', 'attack')})"
+    orig, advv = torch.from_numpy(adv.original), torch.from_numpy(adv.adversarial)
+    title = f"adversarial video from the attack page ({adv.method})"
 elif sel is not None and sel.video is not None and ops:
     orig = limit_size(sel.video[: min(sel.video.shape[0], 64)], MAX_SIDE)
     advv = compose(orig, ops, seed)

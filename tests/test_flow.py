@@ -104,23 +104,27 @@ def test_horn_schunck_batched_equals_single(texture):
     assert torch.allclose(both[1:2], one, atol=1e-5)
 
 
-def test_color_wheel_orientation():
-    def rgb(dx, dy):
+def test_middlebury_colours_pixel_for_pixel():
+    """Values of the Middlebury coding (Baker et al. 2007; flow_vis / torchvision's flow_to_image)
+    worked out by hand from its definition: wheel RY 15, YG 6, GC 4, CB 11, BM 13, MR 6."""
+    from core.viz.flow import make_colorwheel
+
+    def rgb(dx, dy, m=None):
         f = np.zeros((2, 4, 4), np.float32)
         f[0], f[1] = dx, dy
-        return flow_to_color(f)[0, 0].astype(int)
+        return tuple(int(c) for c in flow_to_color(f, m)[0, 0])
 
-    r, g, b = rgb(1, 0)  # rightward: red
-    assert r == 255 and g < 10 and b < 10
-    r, g, b = rgb(0, 1)  # downward on screen (hue 90°): yellow-green
-    assert g == 255 and 100 < r < 160 and b < 10
-    r, g, b = rgb(-1, 0)  # leftward: cyan
-    assert r < 10 and g == 255 and b == 255
-    r, g, b = rgb(0, -1)  # upward (hue 270°): violet
-    assert b == 255 and 100 < r < 160 and g < 10
-    assert tuple(rgb(0, 0)) == (255, 255, 255)  # no motion: white
-    wheel = color_wheel(51)
-    assert tuple(wheel[25, 50]) == (255, 0, 0)  # right edge of the legend is red
+    wheel = make_colorwheel()
+    assert wheel.shape == (55, 3) and tuple(wheel[0]) == (255, 0, 0) and tuple(wheel[15]) == (255, 255, 0)
+    assert tuple(wheel[21]) == (0, 255, 0) and tuple(wheel[25]) == (0, 255, 255) and tuple(wheel[36]) == (0, 0, 255)
+    assert rgb(1, 0) == (255, 0, 0)  # rightward: red (a = −1, k0 = 0)
+    assert rgb(0, 1) == (255, 229, 0)  # downward: between wheel[13] and wheel[14]
+    assert rgb(-1, 0) == (0, 209, 255)  # leftward: wheel[27]
+    assert rgb(0, -1) == (88, 0, 255)  # upward: between wheel[40] and wheel[41]
+    assert rgb(0, 0) == (255, 255, 255)  # no motion: white
+    assert rgb(0.5, 0, 1.0) == (255, 127, 127)  # half the global maximum: whitened by half
+    assert rgb(2, 0, 1.0) == (191, 0, 0)  # beyond the maximum: darkened ×0.75
+    assert tuple(color_wheel(51)[25, 50]) == (255, 0, 0)  # right edge of the legend is red
 
 
 def test_bad_inputs():

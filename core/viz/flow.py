@@ -1,9 +1,12 @@
 """Optical-flow pictures: colour wheel, magnitude heatmaps, arrows, histograms, comparisons.
 
-Direction colour wheel (the usual Middlebury-style coding, in image coordinates, y down):
-hue = angle of the flow vector ``atan2(dy, dx)`` — rightward motion is **red** (0°), downward
-(on screen) **yellow-green** (90°), leftward **cyan** (180°), upward **violet** (270°);
-saturation = magnitude / ``max_mag`` (clipped to 1), value = 1, so still pixels are white.
+Direction colours are the **Middlebury colour coding** (Baker et al., ICCV 2007) that the field
+reads — the same as the ``flow_vis`` package and torchvision's ``flow_to_image``: a wheel of 55 hues
+(red→yellow 15, yellow→green 6, green→cyan 4, cyan→blue 11, blue→magenta 13, magenta→red 6),
+angle ``a = atan2(−v, −u)/π`` mapped to ``(a + 1)/2 · 54`` and interpolated between neighbouring
+hues; the magnitude ``r`` (divided by **one** maximum for the whole view, so frames and methods
+compare) whitens the colour ``1 − r(1 − c)``, and ``r > 1`` is darkened ×0.75. Rightward motion is
+red, downward yellow, leftward cyan-blue, upward violet; still pixels are white.
 
 All functions are pure: arrays in, numpy images or plotly figures out.
 """
@@ -37,28 +40,45 @@ def magnitude(flow: ArrayLike) -> np.ndarray:
     return np.sqrt(f[..., 0, :, :] ** 2 + f[..., 1, :, :] ** 2)
 
 
-def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Vectorised HSV → RGB, all in [0, 1]; returns ``(..., 3)``."""
-    h6 = (h % 1.0) * 6.0
-    i = np.floor(h6).astype(int) % 6
-    f = h6 - np.floor(h6)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    r = np.choose(i, [v, q, p, p, t, v])
-    g = np.choose(i, [t, v, v, q, p, p])
-    b = np.choose(i, [p, p, t, v, v, q])
-    return np.stack([r, g, b], axis=-1)
+def make_colorwheel() -> np.ndarray:
+    """The Middlebury colour wheel ``(55, 3)`` in 0…255 (RY 15, YG 6, GC 4, CB 11, BM 13, MR 6)."""
+    segs = [(15, 0, 1, True), (6, 1, 0, False), (4, 1, 2, True), (11, 2, 1, False), (13, 2, 0, True),
+            (6, 0, 2, False)]  # (length, full channel, ramping channel, ramp up?)
+    rows = []
+    for n, full, ramp, up in segs:
+        for i in range(n):
+            c = [0.0, 0.0, 0.0]
+            c[full] = 255.0
+            c[ramp] = np.floor(255.0 * i / n) if up else 255.0 - np.floor(255.0 * i / n)
+            rows.append(c)
+    return np.array(rows)
+
+
+_WHEEL = make_colorwheel()
 
 
 def flow_to_color(flow: ArrayLike, max_mag: float | None = None) -> np.ndarray:
-    """Colour-wheel image ``(H, W, 3)`` uint8 of one flow field ``(2, H, W)`` (see module doc)."""
-    f = _check_pair_flow(_np(flow))
-    mag = np.sqrt(f[0] ** 2 + f[1] ** 2)
-    m = float(max_mag) if max_mag else float(mag.max())
-    ang = np.arctan2(f[1], f[0])  # y down: +90° is downward on screen
-    hue = (ang / (2 * np.pi)) % 1.0
-    sat = np.clip(mag / m, 0.0, 1.0) if m > 0 else np.zeros_like(mag)
-    rgb = hsv_to_rgb(hue, sat, np.ones_like(mag))
-    return (rgb * 255 + 0.5).astype(np.uint8)
+    """Middlebury colour image ``(H, W, 3)`` uint8 of one flow field ``(2, H, W)`` (see module doc);
+    the magnitude is divided by ``max_mag`` (default: this field's maximum)."""
+    f = _check_pair_flow(_np(flow)).astype(np.float64)
+    u, v = f[0], f[1]
+    m = float(max_mag) if max_mag else float(np.sqrt(u ** 2 + v ** 2).max())
+    u, v = u / (m + 1e-5), v / (m + 1e-5)
+    rad = np.sqrt(u ** 2 + v ** 2)
+    a = np.arctan2(-v, -u) / np.pi
+    ncols = _WHEEL.shape[0]
+    fk = (a + 1) / 2 * (ncols - 1)
+    k0 = np.floor(fk).astype(int)
+    k1 = k0 + 1
+    k1[k1 == ncols] = 0
+    frac = fk - k0
+    out = np.empty((*u.shape, 3), np.uint8)
+    for ch in range(3):
+        col = (1 - frac) * _WHEEL[k0, ch] / 255.0 + frac * _WHEEL[k1, ch] / 255.0
+        inside = rad <= 1
+        col = np.where(inside, 1 - rad * (1 - col), col * 0.75)
+        out[..., ch] = np.floor(255 * col)
+    return out
 
 
 def color_wheel(size: int = 101) -> np.ndarray:
@@ -153,18 +173,18 @@ def magnitude_figure(flow: ArrayLike, zmax: float | None = None, title: str = "m
 
 
 def direction_figure(flow: ArrayLike, max_mag: float | None = None, title: str = "direction") -> go.Figure:
-    """Colour-wheel image of the flow with the wheel legend in the corner."""
+    """Middlebury colour image of the flow with the wheel legend *beside* it (not over the image)."""
     f = _np(flow)
     img = flow_to_color(f, max_mag)
     h, w = img.shape[:2]
-    wheel = color_wheel(max(15, min(h, w) // 4))
-    k = wheel.shape[0]
-    img = img.copy()
-    img[-k:, -k:] = np.where(wheel == 255, img[-k:, -k:], wheel)
+    wheel = color_wheel(max(31, min(h, w) // 2))
     m = max_mag or float(magnitude(f).max())
-    fig = go.Figure(go.Image(z=img, hovertemplate="x %{x}, y %{y}<extra></extra>"))
+    fig = make_subplots(1, 2, column_widths=[0.8, 0.2], horizontal_spacing=0.02)
+    fig.add_trace(go.Image(z=img, hovertemplate="x %{x}, y %{y}<extra></extra>"), 1, 1)
+    fig.add_trace(go.Image(z=wheel, hoverinfo="skip"), 1, 2)
     fig.update_layout(title=f"{title} (full colour = {m:.2f} px)", margin=dict(l=0, r=0, t=30, b=0), height=320)
-    _img_axes(fig)
+    _img_axes(fig, 1, 1)
+    _img_axes(fig, 1, 2)
     return fig
 
 

@@ -5,33 +5,42 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 
-def bounds_figure(trace: list[dict], band: float, budget: float, title: str = "") -> go.Figure:
-    """Decreasing upper bound (red: FMSR, solid; MSR from the continuous witness, dashed),
-    increasing lower bound (blue) and the Theorem-1 band.
+GUARANTEE_TEXT = {"sound": "sound", "grid": "grid (FMSR only)", "conditional": "conditional (needs true L, Eq. 5)",
+                  "estimate": "estimate (sampled L, no guarantee)"}
 
-    The shaded band is where MSR itself lies: ``[lower − ½ d̃, upper_msr]`` (FMSR ∈ [lower, upper]).
-    """
+
+def bounds_figure(trace: list[dict], band: float | None, budget: float, title: str = "",
+                  lower_guarantee: str = "grid") -> go.Figure:
+    """Decreasing upper bounds (red: FMSR witness, solid; continuous witness, dashed), the A*
+    lower bound (blue, labelled with its guarantee), the sound certified lower bound (green), and —
+    only when Theorem 1 applies (``band`` given) — the band ``[lower − ½ d̃, upper_msr]``.
+    Every legend entry names its guarantee."""
     it = [e["iteration"] for e in trace]
     lo = [e["lower"] for e in trace]
     up = [e["upper"] for e in trace]
     top = [e.get("upper_msr", e["upper"]) for e in trace]
     fig = go.Figure()
-    if trace:
+    if trace and band is not None:
         fig.add_trace(go.Scatter(x=it + it[::-1], y=top + [max(0.0, v - band) for v in lo][::-1], fill="toself",
                                  fillcolor="rgba(120,120,120,0.15)", line=dict(width=0), hoverinfo="skip",
-                                 name="MSR range (Theorem 1)"))
-    fig.add_trace(go.Scatter(x=it, y=up, mode="lines+markers", name="upper bound (witness)",
+                                 name="MSR range by Theorem 1 — conditional (true L, Eq. 5)"))
+    fig.add_trace(go.Scatter(x=it, y=up, mode="lines+markers", name="upper bound: verified grid witness — sound",
                              line=dict(color="#d62728", width=2), marker=dict(size=4)))
     if trace and "upper_msr" in trace[0]:
-        fig.add_trace(go.Scatter(x=it, y=[e["upper_msr"] for e in trace], mode="lines",
-                                 name="MSR upper bound (continuous witness)",
+        fig.add_trace(go.Scatter(x=it, y=top, mode="lines", name="MSR upper bound: continuous witness — sound",
                                  line=dict(color="#d62728", width=1.5, dash="dash")))
-    fig.add_trace(go.Scatter(x=it, y=lo, mode="lines+markers", name="lower bound (A*)",
-                             line=dict(color="#1f77b4", width=2), marker=dict(size=4)))
+    fig.add_trace(go.Scatter(x=it, y=lo, mode="lines+markers",
+                             name=f"lower bound (A*) — {GUARANTEE_TEXT.get(lower_guarantee, lower_guarantee)}",
+                             line=dict(color="#1f77b4", width=2, dash="solid" if lower_guarantee == "grid" else "dot"),
+                             marker=dict(size=4)))
+    cert = [e.get("certified_lower") for e in trace]
+    if any(c is not None for c in cert):
+        fig.add_trace(go.Scatter(x=it, y=cert, mode="lines+markers", name="certified lower bound (CROWN + B&B) — sound",
+                                 line=dict(color="#2ca02c", width=2), marker=dict(size=4)))
     fig.add_hline(y=budget, line_dash="dot", line_color="grey", annotation_text="budget d",
                   annotation_position="top left")
-    fig.update_layout(title=title or None, xaxis_title="iteration", yaxis_title="flow distance",
-                      height=420, margin=dict(l=10, r=10, t=40 if title else 10, b=40),
+    fig.update_layout(title=title or None, xaxis_title="iteration", yaxis_title="flow distance ‖δ‖ (px)",
+                      height=440, margin=dict(l=10, r=10, t=40 if title else 10, b=40),
                       legend=dict(orientation="h", y=-0.18, yanchor="top", x=0))
     return fig
 
