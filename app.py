@@ -1,12 +1,12 @@
 """Video-robustness dashboard — entry point: ``streamlit run app.py``.
 
 The common frame lives here: page config, navigation and the shared sidebar (model + clip),
-rendered once per run before the page; pages read the selection with ``pages.common.current()``.
+rendered by ``pages.common.current()`` at the top of each page.
 """
 
 import streamlit as st
 
-from pages.common import persist_page_settings, sidebar
+from pages.common import persist_page_settings
 
 st.set_page_config(page_title="Video robustness", page_icon=":material/movie:", layout="wide")
 
@@ -20,5 +20,4 @@ PAGES = [
 
 nav = st.navigation(PAGES)
 persist_page_settings()  # page settings survive page changes
-sidebar()
-nav.run()
+nav.run()  # each page renders the shared sidebar through pages.common.current()

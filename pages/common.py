@@ -267,10 +267,7 @@ def sidebar() -> Selection:
 def current() -> Selection:
     """The selection the sidebar (rendered by ``app.py``) stored for this run."""
     ensure_navigation()
-    sel = st.session_state.get("selection")
-    if sel is None:  # only when a page file runs on its own
-        sel = sidebar()
-    return sel
+    return sidebar()
 
 
 def require_model_and_clip(sel: Selection) -> torch.Tensor:

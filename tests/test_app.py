@@ -158,26 +158,12 @@ def test_msr_page_start_pause_resume_stop():
 
 def _on_page(page: str, model: str = "c3d", cls: str = "rotate_cw", seed: int = 2000004) -> AppTest:
     at = _app()
+    at.session_state["pref_model"], at.session_state["pref_class"], at.session_state["pref_seed"] = model, cls, seed
     at.switch_page(page)
-    at.run()
-    # the sidebar is rendered once by app.py and keeps its widgets across pages
-    at.selectbox(key="model_choice").set_value(model)
-    at.selectbox(key="syn_class").set_value(cls)
-    at.number_input(key="syn_seed").set_value(seed)
     at.run()
     assert not at.exception
     return at
 
-
-def test_selection_survives_page_changes():
-    at = _on_page("pages/attacks.py")
-    at.switch_page("pages/home.py")
-    at.run()
-    at.switch_page("pages/attacks.py")
-    at.run()
-    assert not at.exception
-    assert at.selectbox(key="model_choice").value == "c3d"  # the sidebar selection survived
-    assert at.selectbox(key="syn_class").value == "rotate_cw"
 
 
 def test_attack_page_runs_an_attack_and_feeds_the_ssim_page():
