@@ -13,8 +13,8 @@ Three sound relaxations, all in float64:
   ``b += A · f(0)``; through a ReLU with pre-activation bounds ``[l, u]`` (from IBP) the usual
   triangle relaxation: upper line ``u/(u−l)·(z − l)``, lower line ``α z`` with the adaptive
   ``α = 1 if u > −l else 0``. The bound is concretised over the input box:
-  ``min_x A x + b = A c − |A| r + b``. CROWN is never looser than IBP on the same intermediate
-  bounds (tested).
+  ``min_x A x + b = A c − |A| r + b``. The adaptive slopes do not make CROWN tighter than IBP in every
+  case, so :func:`crown_lower` returns the better of the two per row: never looser than IBP (tested).
 * **Recurrent cells** (LSTM, GRU, vanilla RNN, PyTorch gate layouts) by interval arithmetic: the
   gate pre-activations are affine (IBP), sigmoid/tanh are monotone (exact intervals), and each
   product of two intervals is bounded by the min/max of its four corner products — the interval
@@ -127,7 +127,7 @@ def crown_backward(layers: list[nn.Module], spec: torch.Tensor, inputs: list[Int
                 a = pos * alpha + neg * s_up
             else:
                 raise Unsupported(f"CROWN: layer {type(m).__name__} is not supported")
-    return a, bias
+    return a.detach(), bias.detach()
 
 
 def concretize_box(a: torch.Tensor, bias: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -152,7 +152,11 @@ def crown_lower(layers: list[nn.Module], lo: torch.Tensor, hi: torch.Tensor, spe
     if inputs is None:
         _, inputs = ibp(layers, lo, hi)
     a, bias = crown_backward(layers, spec, inputs)
-    return concretize_box(a, bias, lo, hi)
+    crown = concretize_box(a, bias, lo, hi)
+    ol, oh = ibp_layer(layers[-1], *inputs[-1])  # never looser than IBP: keep the better bound
+    sp = spec.to(ol.dtype)
+    ibp_bound = sp.clamp_min(0) @ ol.flatten() + sp.clamp_max(0) @ oh.flatten()
+    return torch.maximum(crown, ibp_bound)
 
 
 def crown_interval(layers: list[nn.Module], lo: torch.Tensor, hi: torch.Tensor) -> Interval:

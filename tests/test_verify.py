@@ -1,0 +1,144 @@
+"""Soundness of our bound propagation: sampled and attacked points inside every certified region
+never beat the bounds; CROWN is never looser than IBP; exact comparison on a tiny network."""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from core.data import make_clip
+from core.models import load_classifier
+from core.msr.space import Evaluator, FlowSpace
+from core.verify import CertifiedRadius, certify, supported, warp_bounds
+from core.verify.bounds import crown_lower, ibp, recurrent_ibp
+from core.verify.certify import Domain, ModelBounds, ball_box
+
+
+@pytest.fixture(scope="module")
+def lstm():
+    return load_classifier("cnn_lstm", "cpu")
+
+
+@pytest.fixture(scope="module")
+def c3d():
+    return load_classifier("c3d", "cpu")
+
+
+def _space(flow=14, cls="translate_left", seed=0):
+    return FlowSpace(make_clip(cls, seed).video, [flow], 16)
+
+
+def test_warp_bounds_contain_every_imposed_frame():
+    sp = _space(7, "rotate_cw", 2000004)
+    g = torch.Generator().manual_seed(0)
+    for r in (0.05, 0.4, 1.7):  # inside one cell, across a knot, across several pixels
+        lo, hi = ball_box(sp, r * sp.weight("linf"), "linf")
+        b = warp_bounds(sp, lo, hi)[8]
+        z = (torch.rand(400, sp.dims, generator=g, dtype=torch.float64) * 2 - 1) * r
+        z[:4] = torch.tensor([[1.0], [-1.0], [0.0], [0.5]], dtype=torch.float64) * r  # corners, centre
+        frames = sp.apply(z)[:, 8].double()
+        assert bool((frames >= b[0] - 1e-9).all()) and bool((frames <= b[1] + 1e-9).all())
+    # the range shrinks with the box (unlike a window of source pixels)
+    small = warp_bounds(sp, *ball_box(sp, 0.01, "linf"))[8]
+    large = warp_bounds(sp, *ball_box(sp, 0.5, "linf"))[8]
+    assert float((small[1] - small[0]).max()) < 0.1 * float((large[1] - large[0]).max())
+
+
+def test_linear_warp_relaxation_contains_every_imposed_frame():
+    sp = _space(7, "rotate_cw", 2000004)
+    lo, hi = ball_box(sp, 0.6, "linf")
+    rel = Domain(sp, lo, hi, None, "linf").relax[8]
+    g = torch.Generator().manual_seed(1)
+    z = (torch.rand(300, sp.dims, generator=g, dtype=torch.float64) * 2 - 1) * 0.6
+    frames = sp.apply(z)[:, 8].double()
+    zz = z.view(-1, 1, 2, sp.gh, sp.gw).repeat_interleave(16, -2).repeat_interleave(16, -1)  # per pixel
+    lin = rel.xc + (rel.gz[0] * zz[:, :, 0] + rel.gz[1] * zz[:, :, 1])
+    assert bool((frames >= lin - rel.elo - 1e-9).all()) and bool((frames <= lin + rel.ehi + 1e-9).all())
+
+
+@pytest.mark.parametrize("name", ["lstm", "c3d"])
+@pytest.mark.parametrize("metric,radius", [("linf", 0.05), ("l2", 0.5), ("l2", 3.0)])
+def test_margin_bounds_hold_for_random_and_attacked_points(name, metric, radius, request):
+    clf = request.getfixturevalue(name)
+    sp = _space()
+    ev = Evaluator(clf, sp)
+    mb = ModelBounds(clf, sp.video, ev.label)
+    lo, hi = ball_box(sp, radius, metric)
+    bound = float(mb.margin_lower(Domain(sp, lo, hi, radius, metric)).min())
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(200, sp.dims, generator=g, dtype=torch.float64)
+    z = z / sp.norm(z, metric).view(-1, 1) * radius * torch.rand(200, 1, generator=g, dtype=torch.float64)
+    z = torch.maximum(torch.minimum(z, hi), lo)
+    assert float(ev.margins(z).min()) >= bound - 1e-4
+    # PGD inside the region, minimising the margin
+    x = torch.zeros(sp.dims, dtype=torch.float64)
+    for _ in range(15):
+        _, grad = ev.margin_and_grad(x)
+        x = x - (hi - lo).max() * 0.1 * torch.sign(grad)
+        x = torch.maximum(torch.minimum(x, hi), lo)
+        n = float(sp.norm(x, metric))
+        if n > radius:
+            x = x * (radius / n)
+        assert float(ev.margins(x.unsqueeze(0))[0]) >= bound - 1e-4
+
+
+@pytest.mark.parametrize("name", ["lstm", "c3d"])
+def test_crown_is_never_looser_than_ibp(name, request):
+    clf = request.getfixturevalue(name)
+    sp = _space()
+    for r in (0.01, 0.1, 1.0):
+        i = certify(clf, sp.video, sp, r, "linf", "ibp")["margin_lower"]
+        c = certify(clf, sp.video, sp, r, "linf", "crown")["margin_lower"]
+        assert c >= i - 1e-9
+
+
+def test_crown_on_tiny_networks_against_exact_enumeration():
+    """20 random 2-input ReLU networks, random boxes, both signs of the output: the CROWN lower
+    bound is below the true minimum (dense enumeration), and at least as tight as IBP."""
+    g = torch.Generator().manual_seed(0)
+    tighter = 0
+    for trial in range(20):
+        torch.manual_seed(trial)
+        net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 1)).double()
+        c = torch.rand(1, 2, generator=g, dtype=torch.float64) * 2 - 1
+        w = torch.rand(1, 2, generator=g, dtype=torch.float64) * 0.8 + 0.05
+        lo, hi = c - w, c + w
+        axes = [torch.linspace(float(lo[0, k]), float(hi[0, k]), 121, dtype=torch.float64) for k in range(2)]
+        out = net(torch.cartesian_prod(*axes)).flatten().detach()
+        for sign in (1.0, -1.0):
+            spec = torch.full((1, 1), sign, dtype=torch.float64)
+            cl = float(crown_lower(list(net), lo, hi, spec)[0])
+            (il, ih), _ = ibp(list(net), lo, hi)
+            ibp_low = float(il[0, 0]) if sign > 0 else -float(ih[0, 0])
+            exact = float((sign * out).min())
+            assert cl <= exact + 1e-9, (trial, sign)
+            assert ibp_low <= cl + 1e-9
+            tighter += cl > ibp_low + 1e-6
+    assert tighter >= 20  # CROWN is strictly tighter in most cases
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU, nn.RNN])
+def test_recurrent_intervals_contain_sampled_states(cell):
+    torch.manual_seed(1)
+    rnn = cell(4, 6, batch_first=True).double()
+    c = torch.randn(5, 4, dtype=torch.float64)
+    xs = [(c[t:t + 1] - 1.0, c[t:t + 1] + 1.0) for t in range(5)]
+    lo, hi = recurrent_ibp(rnn, xs)
+    x = c.unsqueeze(0) + (torch.rand(2000, 5, 4, dtype=torch.float64) * 2 - 1)
+    out, _ = rnn(x)
+    h = out[:, -1]
+    assert bool((h >= lo - 1e-12).all()) and bool((h <= hi + 1e-12).all())
+
+
+def test_certified_radius_is_monotone_and_safe(c3d):
+    sp = _space()
+    cr = CertifiedRadius(c3d, sp, "l2")
+    res = cr.run(time_limit=8)
+    lows = [t["certified_lower"] for t in res["trace"]]
+    assert res["certified_lower"] > 0 and lows == sorted(lows)
+
+
+def test_unsupported_models_say_why():
+    assert "optical flow inside" in supported(load_classifier("motion_stream", "cpu"))
+    assert supported(load_classifier("cnn_gru", "cpu")) is None
