@@ -139,9 +139,10 @@ def live() -> None:
         return
     s = r.solver
     snap = s.snapshot()
-    m = st.columns(7)
+    m = st.columns(4) + st.columns(4)
     m[0].metric("Status", r.status, help=snap["activity"] if r.status == "running" else None)
     m[1].metric("Iteration", snap["iteration"])
+    m[7].metric("Nodes", snap["nodes"])
     m[2].metric(LOWER_LABEL[snap["lower_guarantee"]], f"{snap['lower']:.4g}",
                 help=f"guarantee: {snap['lower_guarantee']}")
     cl = snap["certified_lower"]

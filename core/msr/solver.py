@@ -171,6 +171,7 @@ class MSRSolver:
         self.upper_search = GradientSearch(self.ev, self.params.metric, self.params.tau) if self.params.upper else None
         self.trace: list[dict] = []
         self.activity = "ready"  # what the solver is doing right now (for live progress)
+        self._cert_seconds = 0.0
         self._evals_window: list[tuple[float, int]] = []
         self.elapsed = 0.0
         self.iteration = 0
@@ -312,10 +313,16 @@ class MSRSolver:
             if first:  # iteration 1 is the quick first upper bound alone: on screen within seconds
                 yield self._event()
                 continue
-            if self.cert is not None and not self.cert.done and not self._stop.is_set():
+            # the certifier gets at most half of the time, so A* and the upper bound stay live
+            if self.cert is not None and not self.cert.done and not self._stop.is_set() \
+                    and self._cert_seconds <= 0.5 * self.elapsed:
                 self.activity = "bound propagation (certified lower bound)"
                 self.cert.upper = self._upper_msr if math.isfinite(self._upper_msr) else None
+                c0 = time.perf_counter()
                 self.cert.step()
+                self._cert_seconds += time.perf_counter() - c0
+                if self.cert.note:
+                    self.cert_note = self.cert.note
                 self._tick()
                 self.elapsed = base + time.perf_counter() - t_start
             self.activity = "A* (grid lower bound)"

@@ -331,6 +331,7 @@ class CertifiedRadius:
         self._try = None
         self.phase = "bisect"
         self.done = False
+        self.note: str | None = None
 
     def _box_margin(self, lo: torch.Tensor, hi: torch.Tensor, radius: float) -> float:
         self.boxes_checked += 1
@@ -368,9 +369,11 @@ class CertifiedRadius:
                 return self.lower
             if self.upper is not None and nxt >= self.upper:
                 nxt = (self.lower + self.upper) / 2
-            if nxt < 1e-9:
-                self.phase = "done"
-                self.done = True
+            if self.lower == 0 and nxt < 1e-3 * self.space.weight(self.metric):
+                # not even a displacement of 1/1000 px per dimension can be certified: stop, say why
+                self.phase, self.done = "none", True
+                self.note = ("no radius could be certified: the relaxation is too loose for this space "
+                             "(interval bounds through the recurrent head over many perturbed steps)")
                 return self.lower
             self._try = nxt
             return self.lower
@@ -432,7 +435,7 @@ class CertifiedRadius:
     def result(self) -> dict:
         return {"certified_lower": self.lower, "guarantee": "sound", "seconds": time.perf_counter() - self.t0,
                 "trace": list(self.trace), "boxes": self.boxes_checked, "method": self.method,
-                "metric": self.metric, "phase": self.phase}
+                "metric": self.metric, "phase": self.phase, "note": self.note}
 
 
 __all__ = ["CertifiedRadius", "ModelBounds", "TOL", "Unsupported", "ball_box", "certify", "min_norm", "supported",

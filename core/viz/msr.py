@@ -39,6 +39,7 @@ def bounds_figure(trace: list[dict], band: float | None, budget: float, title: s
                                  line=dict(color="#2ca02c", width=2), marker=dict(size=4)))
     fig.add_hline(y=budget, line_dash="dot", line_color="grey", annotation_text="budget d",
                   annotation_position="top left")
+    fig.update_xaxes(tickformat="d")
     fig.update_layout(title=title or None, xaxis_title="iteration", yaxis_title="flow distance ‖δ‖ (px)",
                       height=440, margin=dict(l=10, r=10, t=40 if title else 10, b=40),
                       legend=dict(orientation="h", y=-0.18, yanchor="top", x=0))
