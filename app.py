@@ -6,8 +6,6 @@ rendered by ``pages.common.current()`` at the top of each page.
 
 import streamlit as st
 
-from pages.common import persist_page_settings
-
 st.set_page_config(page_title="Video robustness", page_icon=":material/movie:", layout="wide")
 
 PAGES = [
@@ -19,5 +17,4 @@ PAGES = [
 ]
 
 nav = st.navigation(PAGES)
-persist_page_settings()  # page settings survive page changes
 nav.run()  # each page renders the shared sidebar through pages.common.current()

@@ -7,7 +7,6 @@ stderr and exit with status 2 (bad input) or 1 (unexpected failure).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 

@@ -11,7 +11,6 @@ import torch
 from core.attacks import METHODS, make_attack
 from core.errors import CoreError
 from core.jsonutil import dumps
-from core.flow import compute_flow
 from core.models import available_models
 from core.video import encode_mp4
 from core.viz import prediction_bar

@@ -119,31 +119,6 @@ def _hash(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()[:16]
 
 
-def ensure_navigation() -> None:
-    """Call first on every page: leaves Streamlit's legacy ``pages/`` mode (see below)."""
-    _leave_legacy_multipage_mode()
-
-
-#: Widget keys whose values must survive page changes (Streamlit drops the state of widgets that
-#: are not rendered on the current page; re-assigning a key keeps it — Streamlit's documented
-#: "interrupt the widget clean-up" idiom).
-PERSIST_PREFIXES = ("flow_", "msr_", "atk_", "sw_", "lvl_", "sl_", "pg_", "bd_")
-
-
-def persist_page_settings() -> None:
-    """Keep a shadow copy of every page setting and restore it when its page is shown again."""
-    ss = st.session_state
-    for k in list(ss.keys()):
-        if isinstance(k, str) and k.startswith(PERSIST_PREFIXES):
-            ss["_keep_" + k] = ss[k]
-    for k in list(ss.keys()):
-        if isinstance(k, str) and k.startswith("_keep_") and k[6:] not in ss:
-            try:
-                ss[k[6:]] = ss[k]
-            except Exception:  # noqa: BLE001 - buttons, uploaders and downloads cannot be set: skip
-                pass
-
-
 def _leave_legacy_multipage_mode() -> None:
     """A fresh server opened directly on a page URL (e.g. ``/msr``) runs Streamlit's legacy
     ``pages/``-directory mode: the page file alone, with every file of ``pages/`` listed as a page,
@@ -160,8 +135,7 @@ def _leave_legacy_multipage_mode() -> None:
 
 
 def sidebar() -> Selection:
-    """Render the shared sidebar (once, from ``app.py``) and store the selection in
-    ``st.session_state['selection']``."""
+    """Render the shared sidebar and store the selection in ``st.session_state['selection']``."""
     _leave_legacy_multipage_mode()
     sb = st.sidebar
     sb.header("Model")
@@ -265,8 +239,8 @@ def sidebar() -> Selection:
 
 
 def current() -> Selection:
-    """The selection the sidebar (rendered by ``app.py``) stored for this run."""
-    ensure_navigation()
+    """Render the shared sidebar (which first leaves Streamlit's legacy ``pages/`` mode) and return
+    the current selection."""
     return sidebar()
 
 

@@ -1,7 +1,6 @@
 """Soundness of our bound propagation: sampled and attacked points inside every certified region
 never beat the bounds; CROWN is never looser than IBP; exact comparison on a tiny network."""
 
-import itertools
 
 import pytest
 import torch

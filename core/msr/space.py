@@ -18,13 +18,14 @@ Both are *weighted* ℓp norms ``w_p ‖z‖_p``, which is all the A* and the gr
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import nn
+
 from core.checks import check_video
 from core.classifier import VideoClassifier, as_classifier
 from core.errors import ParameterError
 from core.flow import impose_flow_batch
-
 from core.types import Metric, parse
 
 METRICS: tuple[str, ...] = tuple(m.value for m in Metric)
