@@ -119,21 +119,13 @@ def _read_image_or_video(path: str, max_frames: int):
     """An image file → (3, H, W); a video (or synthetic:…) → (T, 3, H, W) (first ``max_frames``)."""
     from pathlib import Path
 
-    import numpy as np
-    import torch
-
     from core.errors import VideoError
-    from core.video import open_video
+    from core.video import decode_image, open_video
 
     if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
-        import cv2
-
         if not Path(path).exists():
             raise VideoError(f"image file not found: {path}")
-        arr = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
-        if arr is None:
-            raise VideoError(f"{path} is not a readable image")
-        return torch.from_numpy(arr[..., ::-1].astype(np.float32) / 255).permute(2, 0, 1).contiguous()
+        return decode_image(Path(path).read_bytes(), str(path))
     video, _, _ = open_video(path)
     return video[:max_frames]
 

@@ -132,6 +132,51 @@ def budget_limits(frame: torch.Tensor, ssim_budget: float = 0.95, l2_budget: flo
     return rows
 
 
+#: Playground transforms in the order they are applied (geometry, photometry, compression, noise).
+PLAYGROUND_ORDER = ("rotate", "zoom", "shift_x", "shift_y", "brightness", "blur", "jpeg", "noise")
+
+
+def playground(frame: torch.Tensor, settings: dict[str, float], seed: int = 0) -> dict:
+    """Apply the playground's transforms (in :data:`PLAYGROUND_ORDER`, identities skipped)
+    to one frame and measure every distance.
+
+    Args:
+        frame: ``(3, H, W)`` in [0, 1].
+        settings: ``{transform: value}``; missing transforms are at their identity.
+
+    Returns:
+        ``{ops, perturbed (3, H, W), distances, diff (H, W) mean |y − x| over channels, dmax,
+        ssim_map (H, W)}``.
+    """
+    from core.metrics import ssim_map
+    from core.transforms import IDENTITY
+
+    frame = _frame(frame)
+    unknown = set(settings) - set(PLAYGROUND_ORDER)
+    if unknown:
+        raise ValueError(f"unknown playground transforms {sorted(unknown)}; expected {list(PLAYGROUND_ORDER)}")
+    ops = [(n, float(settings[n])) for n in PLAYGROUND_ORDER if n in settings and settings[n] != IDENTITY[n]]
+    y = compose(frame, ops, seed) if ops else frame.clone()
+    diff = (y - frame).abs().mean(0)
+    return {"ops": ops, "perturbed": y, "distances": distances(frame, y), "diff": diff,
+            "dmax": float(diff.max()), "ssim_map": ssim_map(frame, y)}
+
+
+def per_frame_distances(original: torch.Tensor, adversarial: torch.Tensor) -> dict:
+    """Per-frame SSIM and ℓ2 of two clips ``(T, 3, H, W)`` in [0, 1]: ``{frame, ssim, l2}`` lists."""
+    from core.metrics import ssim
+
+    check_video(original, name="original")
+    check_video(adversarial, name="adversarial")
+    if original.shape != adversarial.shape:
+        raise ValueError(f"clips differ in shape: {tuple(original.shape)} vs {tuple(adversarial.shape)}")
+    with torch.no_grad():
+        per_ssim = ssim(original, adversarial)
+        per_l2 = (original - adversarial).flatten(1).norm(dim=1)
+    return {"frame": list(range(original.shape[0])), "ssim": [float(v) for v in per_ssim],
+            "l2": [float(v) for v in per_l2]}
+
+
 @dataclass
 class AdversarialClip:
     """What the Attack explorer hands the SSIM page: the original and adversarial clips

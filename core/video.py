@@ -297,3 +297,17 @@ def open_video(name: Source, frames: int | None = None, size: int | None = None)
 
         print(f"warning: {info.warning}", file=sys.stderr)
     return video, info, None
+
+
+def decode_image(data: bytes, name: str = "image") -> torch.Tensor:
+    """Decode PNG/JPEG/BMP/WebP/TIFF bytes to ``(3, H, W)`` float in [0, 1] (RGB).
+
+    Raises:
+        VideoError: the bytes are not a readable image.
+    """
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if arr is None:
+        raise VideoError(f"{name} is not a readable image (PNG, JPEG, BMP, WebP or TIFF)")
+    return torch.from_numpy(arr[..., ::-1].astype(np.float32) / 255).permute(2, 0, 1).contiguous()

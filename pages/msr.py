@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import torch
 
 from core.errors import CoreError
 from core.flow import compute_flow
-from core.msr import MSRParams, MSRSolver, lipschitz_report
+from core.msr import DEFAULT_BUDGETS, MSRParams, MSRSolver, lipschitz_report
 from core.msr.background import BackgroundRun
 from core.msr.experiments import brightness_panel, scalability_panel
 from core.video import encode_mp4
@@ -37,12 +38,14 @@ T = video.shape[0]
 H = video.shape[-1]
 
 # ------------------------------------------------------------------ parameters
+D = MSRParams()  # one source of defaults: the core's (the README quotes them; a test reads both)
 with st.expander("Parameters", expanded=True):
     c = st.columns(4)
-    metric = c[0].selectbox("Distance", ["l2", "l1", "linf"], key="msr_metric",
+    metrics = ["l2", "l1", "linf"]
+    metric = c[0].selectbox("Distance", metrics, index=metrics.index(D.metric), key="msr_metric",
                             format_func={"l1": "ℓ1", "l2": "ℓ2", "linf": "ℓ∞"}.get)
     blocks = [b for b in (4, 8, 16, 32) if H % b == 0] or [1]
-    block = c[1].selectbox("Block size (px)", blocks, index=blocks.index(16) if 16 in blocks else 0, key="msr_block",
+    block = c[1].selectbox("Block size (px)", blocks, index=blocks.index(D.block) if D.block in blocks else 0, key="msr_block",
                            help="Pixels moved together by one manipulable dimension; 1 = per pixel.")
     flows = c[2].multiselect("Manipulated frame pairs (Player I)", list(range(T - 1)), default=list(range(T - 1)),
                              key="msr_flows")
@@ -51,12 +54,12 @@ with st.expander("Parameters", expanded=True):
                                     "f = max(g, certified radius) — sound, no assumption. lipschitz: "
                                     "h = margin / L, valid only when L is a true Lipschitz constant.")
     c = st.columns(4)
-    default_budget = {"l1": 20000.0, "l2": 300.0, "linf": 4.0}[metric]
-    tau = c[0].number_input("τ (grid step, px)", 0.01, 10.0, st.session_state.get("msr_tau_value", 0.5), 0.05,
+    default_budget = DEFAULT_BUDGETS[metric]
+    tau = c[0].number_input("τ (grid step, px)", 0.01, 10.0, st.session_state.get("msr_tau_value", D.tau), 0.05,
                             key="msr_tau", format="%.3f")
     budget = c[1].number_input("Budget d", 0.01, 1e6, default_budget, key=f"msr_budget_{metric}")
-    max_iters = int(c[2].number_input("Max iterations", 1, 100_000, 300, key="msr_iters"))
-    time_limit = float(c[3].number_input("Time limit (s)", 1.0, 3600.0, 60.0, key="msr_time"))
+    max_iters = int(c[2].number_input("Max iterations", 1, 100_000, D.max_iters, key="msr_iters"))
+    time_limit = float(c[3].number_input("Time limit (s)", 1.0, 3600.0, D.time_limit, key="msr_time"))
     lip = None
     lip_source = "user"
     if heuristic == "lipschitz":
@@ -148,8 +151,9 @@ def live() -> None:
     cl = snap["certified_lower"]
     m[3].metric("Certified lower (sound)", "—" if cl is None else f"{cl:.4g}",
                 help=snap["cert_note"] or "bound propagation + branch and bound: sound for the continuous MSR")
-    m[4].metric("Upper bound", f"{snap['upper']:.4g}" if snap["has_witness"] else "d + ε",
-                help="distance of a verified adversarial video (sound)")
+    um = snap["upper_msr"]
+    m[4].metric("Upper bound (sound)", f"{um:.4g}" if math.isfinite(um) else "none yet",
+                help="MSR ≤ the distance of a verified adversarial video (inside the budget or beyond it)")
     eps = snap["evals_per_s"]
     m[5].metric("Evaluations / s", "…" if eps is None else f"{eps:.0f}",
                 help="model evaluations per second over the last 5 s (A* nodes, gradient steps, checks)")
@@ -168,7 +172,8 @@ def live() -> None:
     elif snap["robust"]:
         st.success(f"Robust within the budget: no τ-grid perturbation with distance ≤ {s.params.budget:g} "
                    f"changes the decision (FMSR = d + ε).")
-    lines = [f"**{b['name']}** = {b['value']:.4g} — *{b['guarantee']}*: {b['meaning']}" for b in snap["bounds"]]
+    lines = [f"**{b['name']}** = {b['value']:.4g} — *{b['guarantee']}*: {b['meaning']}" if math.isfinite(b["value"])
+             else f"**{b['name']}**: none yet (no verified adversarial video)" for b in snap["bounds"]]
     if snap["band"] is None:
         lines.append("Theorem 1's band is not drawn: it needs a Lipschitz constant L that you claim is true "
                      "and τ within Eq. 5.")

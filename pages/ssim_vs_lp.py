@@ -1,36 +1,28 @@
 """SSIM vs Lp: why perceptual and pixel distances disagree under spatial transforms (DeepSAVA Fig. 1)."""
 
 import hashlib
-import io
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 import torch
-from plotly.subplots import make_subplots
 
 from core.errors import CoreError
-from core.metrics import distances, ssim, ssim_map
-from core.ssim_lp import SWEEPS, budget_limits, claim_check, fig1_panels, metric_curves
+from core.ssim_lp import (SWEEPS, budget_limits, claim_check, fig1_panels, metric_curves, per_frame_distances,
+                          playground)
 from core.transforms import compose
-from core.video import limit_size
+from core.video import decode_image, limit_size
 from core.viz.flow import to_uint8
+from core.viz.ssim import curves_figure, per_frame_figure, relative_bars_figure, ssim_map_figure
 from pages.common import current
 
 MAX_SIDE = 256  # frames are downscaled so the longer side is at most this (keeps sliders live)
 PNG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
-METRIC_NAMES = {"ssim_dist": "1 − SSIM", "l1": "ℓ1", "l2": "ℓ2", "linf": "ℓ∞"}
 
 
 @st.cache_data(show_spinner="Reading image…", max_entries=8)
 def _read_image(data: bytes) -> np.ndarray:
-    import cv2
-
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if arr is None:
-        raise CoreError("the file is not a readable image (PNG, JPEG, BMP or WebP)")
-    return (arr[..., ::-1].astype(np.float32) / 255).transpose(2, 0, 1).copy()
+    return decode_image(data, "the file").numpy()
 
 
 @st.cache_data(show_spinner="Comparing perturbations…", max_entries=32)
@@ -100,16 +92,7 @@ st.dataframe(table.style.format({k: "{:.4f}" for k in ("SSIM", "ℓ∞", "mean |
                                 {"ℓ1": "{:.1f}", "ℓ2": "{:.3f}"}), hide_index=True, width="stretch")
 st.download_button("Table (CSV)", table.to_csv(index=False), "ssim_vs_lp.csv", "text/csv", key="sl_csv")
 
-base = next(r for r in rows if r["panel"] == "b")
-fig = go.Figure()
-for k, name in METRIC_NAMES.items():
-    val = (lambda r: 1 - r["ssim"]) if k == "ssim_dist" else (lambda r, k=k: r[k])
-    fig.add_trace(go.Bar(name=name, x=[f"({r['panel']}) {r['name']}" for r in rows[1:]],
-                         y=[val(r) / max(val(base), 1e-12) for r in rows[1:]]))
-fig.add_hline(y=1, line_dash="dot", line_color="grey")
-fig.update_layout(barmode="group", height=330, yaxis_title="distance ÷ distance of (b) noise",
-                  margin=dict(l=0, r=0, t=30, b=0), title="Each distance relative to noise alone")
-st.plotly_chart(fig, width="stretch", config=PNG, key="sl_bars")
+st.plotly_chart(relative_bars_figure(rows), width="stretch", config=PNG, key="sl_bars")
 
 cc = claim_check(rows)
 msg = (f"From (b) noise to (d) rotation + noise, the SSIM distance 1 − SSIM changes by "
@@ -137,46 +120,24 @@ p_sx = c[0].slider("Shift x (px)", -5.0, 5.0, 0.0, 0.25, key="pg_sx")
 p_sy = c[1].slider("Shift y (px)", -5.0, 5.0, 0.0, 0.25, key="pg_sy")
 p_bright = c[2].slider("Brightness offset", -0.2, 0.2, 0.0, 0.01, key="pg_bright")
 p_jpeg = c[3].slider("JPEG quality (100 = off)", 5, 100, 100, 5, key="pg_jpeg")
-ops = [(n, v) for n, v, ident in (("rotate", p_rot, 0.0), ("zoom", p_zoom, 1.0), ("shift_x", p_sx, 0.0),
-                                  ("shift_y", p_sy, 0.0), ("brightness", p_bright, 0.0),
-                                  ("blur", p_blur, 0.0), ("jpeg", p_jpeg, 100), ("noise", p_noise, 0.0))
-       if v != ident]
-y = compose(frame, ops, seed) if ops else frame.clone()
-d = distances(frame, y)
-diff = (y - frame).abs().mean(0)
-dmax = float(diff.max())
+pg = playground(frame, {"rotate": p_rot, "zoom": p_zoom, "shift_x": p_sx, "shift_y": p_sy, "brightness": p_bright,
+                        "blur": p_blur, "jpeg": p_jpeg, "noise": p_noise}, seed)
+ops, d, dmax = pg["ops"], pg["distances"], pg["dmax"]
 amp = 1.0 / dmax if dmax > 0 else 1.0
 st.table(pd.DataFrame([{"transform": ",".join(f"{n}={v:g}" for n, v in ops) or "none",
                         "SSIM": f"{d['ssim']:.4f}", "ℓ1": f"{d['l1']:.2f}", "ℓ2": f"{d['l2']:.3f}",
                         "ℓ∞": f"{d['linf']:.4f}", "RMS": f"{d['l2_rms']:.4f}"}]).set_index("transform"))
 cols = st.columns(3)
-cols[0].image(to_uint8(y), caption="perturbed", width="stretch")
-cols[1].image((diff.clamp(0, 1) * amp).clamp(0, 1).numpy(), clamp=True,
+cols[0].image(to_uint8(pg["perturbed"]), caption="perturbed", width="stretch")
+cols[1].image((pg["diff"] * amp).clamp(0, 1).numpy(), clamp=True,
               caption=(f"|difference| × {amp:.1f} (white = {dmax:.3f})" if dmax > 0 else
                        "no difference: move a slider"), width="stretch")
-smap = ssim_map(frame, y).numpy()
-hm = go.Figure(go.Heatmap(z=smap, zmin=min(0.0, float(smap.min())), zmax=1, colorscale="Greys_r",
-                          colorbar=dict(title="SSIM", thickness=10)))
-hm.update_layout(height=260, margin=dict(l=0, r=0, t=25, b=0), title="local SSIM map")
-hm.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
-hm.update_xaxes(showticklabels=False)
-cols[2].plotly_chart(hm, width="stretch", config=PNG, key="pg_map")
+cols[2].plotly_chart(ssim_map_figure(pg["ssim_map"].numpy()), width="stretch", config=PNG, key="pg_map")
 
 # ---------------------------------------------------------------- curves
 st.header("Metrics vs transform magnitude")
 curves = _curves(key, seed, x_np)
-norm = curves["normaliser"]
-fig = make_subplots(1, len(SWEEPS), shared_yaxes=True, subplot_titles=list(SWEEPS))
-colors = {"ssim_dist": "#d62728", "l1": "#1f77b4", "l2": "#2ca02c", "linf": "#9467bd"}
-for i, (name, (_mmax, unit)) in enumerate(SWEEPS.items(), start=1):
-    for k, mname in METRIC_NAMES.items():
-        fig.add_trace(go.Scatter(x=curves[name]["magnitude"], y=np.array(curves[name][k]) / norm[k],
-                                 name=mname, legendgroup=k, showlegend=i == 1, mode="lines+markers",
-                                 line=dict(color=colors[k]), marker=dict(size=4)), 1, i)
-    fig.update_xaxes(title_text=unit, row=1, col=i)
-fig.update_yaxes(title_text="distance ÷ its maximum over all panels", row=1, col=1)
-fig.update_layout(height=340, margin=dict(l=0, r=0, t=30, b=0))
-st.plotly_chart(fig, width="stretch", config=PNG, key="sl_curves")
+st.plotly_chart(curves_figure(curves, SWEEPS), width="stretch", config=PNG, key="sl_curves")
 st.caption("Each metric is divided by its largest value over all five transforms, so the curves "
            "share one axis: where the red 1 − SSIM curve lies below the ℓ2 curve, SSIM is the more "
            "forgiving distance for that transform.")
@@ -209,16 +170,7 @@ else:
     st.info("No adversarial video in this session yet: run an attack on the Attack explorer page, or set a "
             "playground transform above to see per-frame curves for the current clip.")
 if orig is not None:
-    with torch.no_grad():
-        per_ssim = ssim(orig, advv).numpy()
-        per_l2 = (orig - advv).flatten(1).norm(dim=1).numpy()
-    vf = make_subplots(specs=[[{"secondary_y": True}]])
-    vf.add_trace(go.Scatter(y=per_ssim, name="SSIM", line=dict(color="#d62728")), secondary_y=False)
-    vf.add_trace(go.Scatter(y=per_l2, name="ℓ2", line=dict(color="#2ca02c")), secondary_y=True)
-    vf.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), title=title, xaxis_title="frame")
-    vf.update_yaxes(title_text="SSIM", secondary_y=False)
-    vf.update_yaxes(title_text="ℓ2", secondary_y=True)
-    st.plotly_chart(vf, width="stretch", config=PNG, key="vid_curves")
-    buf = io.StringIO()
-    pd.DataFrame({"frame": np.arange(len(per_ssim)), "ssim": per_ssim, "l2": per_l2}).to_csv(buf, index=False)
-    st.download_button("Per-frame table (CSV)", buf.getvalue(), "per_frame.csv", "text/csv", key="vid_csv")
+    per = per_frame_distances(orig, advv)
+    st.plotly_chart(per_frame_figure(per, title), width="stretch", config=PNG, key="vid_curves")
+    st.download_button("Per-frame table (CSV)", pd.DataFrame(per).to_csv(index=False), "per_frame.csv", "text/csv",
+                       key="vid_csv")

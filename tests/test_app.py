@@ -137,10 +137,11 @@ def test_msr_page_start_pause_resume_stop():
     at.run()
     it1 = int(_metric_value(at, "Iteration"))
     assert it1 >= 1
-    lo, up = float(_metric_value(at, "Grid lower bound (FMSR)")), _metric_value(at, "Upper bound")
+    lo, up = float(_metric_value(at, "Grid lower bound (FMSR)")), _metric_value(at, "Upper bound (sound)")
     cert = _metric_value(at, "Certified lower (sound)")
-    assert cert == "—" or float(cert) <= (float(up) if up != "d + ε" else 1e9) + 1e-9
-    assert lo >= 0 and (up == "d + ε" or lo <= float(up) + 1e-9)
+    assert up != "none yet", "the quick gradient step gives an upper bound in iteration 1"
+    assert cert == "—" or float(cert) <= float(up) + 1e-9  # certified lower ≤ MSR ≤ upper
+    assert lo >= 0
     if _metric_value(at, "Status") == "paused":
         at.button(key="msr_start").click()  # resume
         at.run()
@@ -225,3 +226,39 @@ def test_msr_brightness_and_scalability_panels():
     at.run()
     assert not at.exception
     assert [k.split(" ")[0] for k in at.session_state["msr_scal_res"]] == ["1", "2", "3"]
+
+
+def test_legacy_pages_mode_is_left_once(monkeypatch):
+    """Streamlit still turns its legacy ``pages/`` mode on by itself when a ``pages/`` folder sits
+    beside the main script (this test fails when that changes, so the workaround can go), and
+    ``_leave_legacy_multipage_mode`` turns it off and reruns exactly once per session."""
+    import streamlit as st
+    from streamlit.runtime.pages_manager import PagesManager
+
+    import pages.common as common
+    from tests.conftest import ROOT
+
+    saved = PagesManager.uses_pages_directory
+    try:
+        PagesManager.uses_pages_directory = None
+        PagesManager(str(ROOT / "app.py"))
+        assert PagesManager.uses_pages_directory is True  # Streamlit's own detection
+
+        class Rerun(Exception):
+            pass
+
+        def rerun():
+            raise Rerun
+
+        state: dict = {}
+        monkeypatch.setattr(st, "session_state", state)
+        monkeypatch.setattr(st, "rerun", rerun)
+        with pytest.raises(Rerun):
+            common._leave_legacy_multipage_mode()
+        assert PagesManager.uses_pages_directory is False and state["_left_legacy_mode"]
+        PagesManager.uses_pages_directory = True  # AppTest re-arms it before every run
+        common._leave_legacy_multipage_mode()  # no second rerun in the same session
+        PagesManager.uses_pages_directory = False
+        common._leave_legacy_multipage_mode()
+    finally:
+        PagesManager.uses_pages_directory = saved

@@ -232,3 +232,14 @@ def test_sweep_table(c3d):
     for r in rows:
         assert 0 <= r["FR"] <= 1 and r["attacked"] + r["skipped_misclassified"] == 3
     assert rows[1]["FR"] >= rows[0]["FR"]  # a larger ε fools at least as often (one-shot, same clips)
+
+
+@pytest.mark.parametrize("method", ["one-shot", "saliency-rg"])
+def test_eps_zero_changes_nothing(method, c3d, clip):
+    """ε = 0 is a legal point of every ε sweep: the clip comes back unchanged and fools nobody."""
+    video, label = clip
+    res = make_attack(method, c3d[0], eps=0.0)(video, label)
+    assert torch.equal(res.adv_video, video) and not res.success
+    assert res.distances["linf"] == 0.0 and res.distances["l21"] == 0.0
+    out = sweep({"c3d": c3d}, [method], n_clips=2, eps_values=[0.0])
+    assert out["rows"][0]["eps"] == 0.0 and out["rows"][0]["FR"] == 0.0

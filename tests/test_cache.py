@@ -25,14 +25,13 @@ def test_disabled_and_unwritable(tmp_path, monkeypatch):
     monkeypatch.setenv("VRD_CACHE_DIR", "off")
     off = DiskCache()
     assert off.root is None and off.get_or_compute("k", lambda: 7) == 7
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        c = DiskCache(ro / "sub")
-        assert c.get_or_compute("k", lambda: 8) == 8  # cannot write: still returns the value
-    finally:
-        ro.chmod(0o700)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")  # unwritable even for root
+    c = DiskCache(blocker / "sub")
+    calls = []
+    assert c.get_or_compute("k", lambda: calls.append(1) or 8) == 8  # cannot write: still the value
+    assert c.get_or_compute("k", lambda: calls.append(1) or 8) == 8 and len(calls) == 2  # and no entry
+    assert c.get("k") is None and blocker.read_text().startswith("a file")
 
 
 def test_tensor_hash_is_content_based():

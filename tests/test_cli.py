@@ -143,3 +143,55 @@ def test_bench_attacks_prints_selection_and_overheads():
     assert "brute force / BO time" in r.stdout and "wall/ideal" in r.stdout
     for m in ("one-shot", "saliency-rg", "deepsava", "sparse", "flicker"):
         assert m in r.stdout
+
+
+def _strict(text: str):
+    """``json.loads`` that refuses NaN/Infinity (Python accepts them; JSON does not)."""
+    def refuse(c):
+        raise ValueError(f"not JSON: {c}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_msr_json_is_strict_and_the_budget_is_never_an_msr_bound():
+    """Robust within a tiny budget: FMSR's bracket is [d, d + ε], but MSR's upper bound is the
+    distance of a verified adversarial video (beyond d) or null — never the budget."""
+    r = run("msr", "synthetic:translate_left:0", "--model", "cnn_lstm", "--budget", "0.5", "--tau", "0.5",
+            "--flows", "14", "--max-iters", "3", "--no-certify", "--json", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    out = _strict(r.stdout)
+    assert out["robust_within_budget"] and out["lower"] == out["upper"] == 0.5
+    named = {b["name"]: b for b in out["bounds"]}
+    assert named["upper"]["guarantee"] == "grid" and "d + ε" in named["upper"]["meaning"]
+    w = out["witness"]
+    if w is None:
+        assert out["upper_msr"] is None
+    else:
+        assert not w["within_budget"] and 0.5 < out["upper_msr"] <= w["flow_distance"]
+
+
+def test_msr_without_a_witness_prints_null():
+    from core.jsonutil import dumps
+    from core.msr import MSRParams, MSRSolver
+    from tests.test_msr import BLOCK, TAU, _problem
+
+    video, model, *_ = _problem("l2")
+    s = MSRSolver(model, video, MSRParams(metric="l2", tau=TAU, budget=0.1, flows=[0], block=BLOCK, max_iters=3,
+                                          upper=False, certify=False))
+    res = s.run_all()
+    assert res["upper_msr"] == float("inf") and res["robust_within_budget"]
+    assert _strict(dumps(res))["upper_msr"] is None
+
+
+def test_jsonutil_clean():
+    import math
+
+    import numpy as np
+    import torch
+
+    from core.jsonutil import dumps
+    from core.types import Metric
+
+    doc = {"a": math.nan, "b": [math.inf, -math.inf, 1.5], Metric.L2: Metric.LINF, "t": torch.tensor([1, 2]),
+           "n": np.float32(0.25), "s": {3}, "tup": (1, "x")}
+    assert _strict(dumps(doc)) == {"a": None, "b": [None, None, 1.5], "l2": "linf", "t": [1, 2], "n": 0.25,
+                                   "s": [3], "tup": [1, "x"]}

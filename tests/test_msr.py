@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import time
 
 import pytest
 import torch
@@ -203,3 +204,133 @@ def test_parameters_are_checked():
         MSRSolver(model, video, MSRParams(flows=[7]))
     with pytest.raises(ParameterError, match="Lipschitz"):
         MSRSolver(model, video, MSRParams(heuristic="lipschitz"))
+
+
+def test_background_run_start_pause_resume_stop():
+    from core.msr.background import BackgroundRun
+
+    video, model, space, *_ = _problem("l2", seed=1)
+    params = MSRParams(metric="l2", tau=TAU, budget=50.0, flows=[0], block=BLOCK, max_iters=100_000,
+                       time_limit=60, batch=1, upper=False, certify=False)
+    run = BackgroundRun(MSRSolver(model, video, params))
+    assert run.status == "idle"
+    run.start()
+    assert run.status == "running" and run.running
+    deadline = time.monotonic() + 30
+    while not run.trace() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.pause()
+    assert run.status in ("paused", "done") and not run.running
+    n = len(run.trace())
+    assert n >= 1
+    if run.status == "paused":
+        run.start()  # resume: the same solver continues, the trace grows on
+        assert run.status in ("running", "done")
+        while len(run.trace()) <= n and run.running:
+            time.sleep(0.01)
+        run.stop()
+        assert run.status in ("stopped", "done")
+        assert len(run.trace()) > n
+        its = [e["iteration"] for e in run.trace()]
+        assert its == sorted(set(its))  # one trace, continued, not restarted
+    final = run.status
+    run.start()  # a stopped or finished run stays so
+    assert run.status == final and not run.running
+
+
+def test_background_run_reports_errors():
+    from core.msr.background import BackgroundRun
+
+    video, model, *_ = _problem("l2")
+    solver = MSRSolver(model, video, MSRParams(metric="l2", tau=TAU, flows=[0], block=BLOCK, upper=False,
+                                               certify=False))
+
+    def broken():
+        raise RuntimeError("boom")
+        yield  # pragma: no cover
+
+    solver.run = broken
+    run = BackgroundRun(solver)
+    run.start()
+    run._thread.join(10)
+    assert run.status == "error" and "RuntimeError: boom" in run.error
+
+
+def test_run_msr_is_cached_by_content(monkeypatch, tmp_path):
+    from core.models.registry import ModelSpec
+    from core.msr import run as run_mod
+
+    monkeypatch.setenv("VRD_CACHE_DIR", str(tmp_path))
+    video, model, *_ = _problem("l2")
+    spec = ModelSpec(name="pixel_linear", classes=["a", "b"], frames=3, size=16, card={"sha256": "x"})
+    params = MSRParams(metric="l2", tau=TAU, budget=3.0, flows=[0], block=BLOCK, max_iters=40, upper=False,
+                       certify=False)
+    events = []
+    rec, _ = run_mod.run_msr(model, spec, video, params, on_event=events.append)
+    assert events and rec["lower"] == events[-1]["lower"] and list(tmp_path.glob("*.pt"))
+
+    class Boom(MSRSolver):
+        def __init__(self, *a, **k):
+            raise AssertionError("a cached result was recomputed")
+
+    monkeypatch.setattr(run_mod, "MSRSolver", Boom)
+    again, _ = run_mod.run_msr(model, spec, video, MSRParams(**params.to_dict()))
+    assert again["lower"] == rec["lower"] and again["trace"] == rec["trace"]
+    with pytest.raises(AssertionError, match="recomputed"):  # another clip is another key
+        run_mod.run_msr(model, spec, video.flip(0), MSRParams(**params.to_dict()))
+
+
+def test_theorem1_band_only_with_a_user_constant_and_tau_within_eq5():
+    video, model, space, *_ = _problem("l2")
+    ev = Evaluator(model, space)
+    margin = float(Evaluator.margin_of(ev.base_logits, ev.label))
+    width = space.grid_width(TAU, "l2")
+    ok_L = 0.9 * margin / width  # Eq. 5 holds: d̃(τ) ≤ margin / L
+    bad_L = 1.1 * margin / width
+
+    def result(**kw):
+        p = MSRParams(metric="l2", tau=TAU, budget=3.0, flows=[0], block=BLOCK, max_iters=5, upper=False,
+                      certify=False, **kw)
+        s = MSRSolver(model, video, p)
+        return s, s.run_all()
+
+    s, res = result(heuristic="lipschitz", lipschitz=ok_L)
+    assert s.theorem1_valid() and res["band"] == pytest.approx(width / 2)
+    assert res["msr_lower"] == pytest.approx(max(0.0, res["lower"] - width / 2))
+    named = {b["name"]: b for b in res["bounds"]}
+    assert named["msr_lower"]["guarantee"] == "conditional" and named["grid_lower"]["guarantee"] == "conditional"
+    for kw in (dict(heuristic="lipschitz", lipschitz=bad_L),  # τ too coarse for this L
+               dict(heuristic="lipschitz", lipschitz=ok_L, lipschitz_source="estimate"),  # sampled L
+               dict()):  # no L at all
+        s, res = result(**kw)
+        assert not s.theorem1_valid() and res["msr_lower"] is None and res["band"] is None
+        assert "msr_lower" not in {b["name"] for b in res["bounds"]}
+        assert res["theorem1"].startswith("not applicable")
+    s, res = result(heuristic="lipschitz", lipschitz=ok_L, lipschitz_source="estimate")
+    assert res["lower_guarantee"] == "estimate"
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2"])
+def test_fast_path_astar_equals_brute_force_on_a_shipped_network(metric):
+    """cnn_lstm through the feature-split fast path: A* over the τ-grid finds exactly the
+    brute-force FMSR (every grid point of the enumerated ball, 833 of them, is evaluated)."""
+    from core.models import load_classifier
+
+    clf = load_classifier("cnn_lstm", "cpu")
+    video = make_clip("rotate_cw", 1).video
+    tau = 2.0
+    space = FlowSpace(video, [14], 32)  # D = 2 channels × 2 × 2 blocks = 8
+    pts = [k for k in itertools.product(range(-3, 4), repeat=space.dims) if sum(map(abs, k)) <= 3]
+    z = torch.tensor(pts, dtype=torch.float64) * tau
+    ev = Evaluator(clf, space)
+    assert ev.fast
+    margins = torch.cat([ev.margins(zb) for zb in z.split(512)])
+    norms = space.norm(z, metric)
+    budget = {"l1": 3, "l2": math.sqrt(3)}[metric] * tau * space.weight(metric)  # covered by the ball
+    fmsr = _brute_fmsr(norms, margins, budget)
+    assert math.isfinite(fmsr), "precondition: an adversarial grid point within the budget"
+    s = MSRSolver(clf, video, MSRParams(metric=metric, tau=tau, budget=budget, flows=[14], block=32,
+                                        max_iters=100_000, time_limit=120, batch=16, upper=False, certify=False))
+    res = s.run_all()
+    assert res["exact"] and res["lower"] == pytest.approx(fmsr) and res["upper"] == pytest.approx(fmsr)
+    assert clf.predict(s.witness_video().unsqueeze(0))[0] != ev.label

@@ -34,13 +34,17 @@ from core.msr.space import BrightnessSpace, Evaluator, FlowSpace, ManipulationSp
 from core.msr.upper import GradientSearch
 
 
+#: Default budget d per metric (flow space, 16-px blocks, all 15 pairs of a 16-frame 64-px clip).
+DEFAULT_BUDGETS = {"l1": 20000.0, "l2": 300.0, "linf": 4.0}
+
+
 @dataclass
 class MSRParams:
     """Parameters of one MSR computation (flat, JSON-serialisable)."""
 
     metric: str = "l2"
     tau: float = 0.5
-    budget: float = 300.0
+    budget: float = DEFAULT_BUDGETS["l2"]
     flows: list[int] | None = None  # frame pairs Player I may manipulate; default: all of them
     block: int = 16
     heuristic: str = "zero"
@@ -219,9 +223,9 @@ class MSRSolver:
         lower, upper, upper_msr = self.bounds()
         out = [{"name": "grid_lower", "value": lower, "guarantee": self.lower_guarantee(),
                 "meaning": "FMSR ≥ value (A* over the τ-grid)"},
-               {"name": "upper", "value": upper, "guarantee": "grid" if self._grid_witness() is None else "sound",
+               {"name": "upper", "value": upper, "guarantee": "sound" if self._witness_in_budget() else "grid",
                 "meaning": "a verified adversarial grid point at this distance (MSR and FMSR ≤ value)"
-                if self._grid_witness() is not None else "no witness yet: the budget stands for d + ε"},
+                if self._witness_in_budget() else "no witness within the budget: the value stands for d + ε"},
                {"name": "upper_msr", "value": upper_msr, "guarantee": "sound",
                 "meaning": "MSR ≤ value (a verified adversarial video)"}]
         if self.certified_lower is not None:
@@ -248,7 +252,7 @@ class MSRSolver:
     def snapshot(self) -> dict:
         """Everything a live view needs, computed from the solver's state (no internals)."""
         trace = self.trace
-        lower, upper, upper_msr = self.bounds() if trace else (0.0, self.params.budget, self.params.budget)
+        lower, upper, upper_msr = self.bounds() if trace else (0.0, self.params.budget, math.inf)
         return {"iteration": self.iteration, "seconds": self.elapsed, "lower": lower, "upper": upper,
                 "upper_msr": upper_msr, "certified_lower": self.certified_lower,
                 "has_witness": self._grid_witness() is not None or (self.upper_search is not None
@@ -271,6 +275,10 @@ class MSRSolver:
             cands.append((self.astar.best_goal.norm, self.astar.z_of(self.astar.best_goal), self.astar.best_goal_check))
         return min(cands, key=lambda c: c[0]) if cands else None
 
+    def _witness_in_budget(self) -> bool:
+        gw = self._grid_witness()
+        return gw is not None and gw[0] <= self.params.budget
+
     def bounds(self) -> tuple[float, float, float]:
         """``(lower, upper, upper_msr)``: FMSR ∈ [lower, upper]; MSR ≤ upper_msr. Without a witness
         inside the budget, upper = budget (standing for d + ε)."""
@@ -278,9 +286,11 @@ class MSRSolver:
         gw = self._grid_witness()
         up = gw[0] if gw is not None and gw[0] <= d else d
         cont = self.upper_search.best.distance if self.upper_search and self.upper_search.best else math.inf
-        up_msr = min(cont, up)
+        # MSR ≤ the distance of a verified adversarial video, inside the budget or not — never the
+        # budget itself, which only stands for "d + ε" in the FMSR bracket.
+        up_msr = min(cont, gw[0] if gw is not None else math.inf)
         self._upper = min(self._upper, up)  # monotone non-increasing
-        self._upper_msr = min(self._upper_msr, up_msr, self._upper)
+        self._upper_msr = min(self._upper_msr, up_msr)
         lower = min(self.astar.lower, self._upper)
         return lower, self._upper, self._upper_msr
 

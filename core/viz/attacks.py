@@ -10,6 +10,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from core.viz.ssim import ssim_axis_range
+
 
 def timeline_figure(t: int, order: list[int], ssim_pf: list[float], l2_pf: list[float]) -> go.Figure:
     """Frames on the x axis: perturbed frames coloured with their perturbation order (1, 2, …),
@@ -27,7 +29,8 @@ def timeline_figure(t: int, order: list[int], ssim_pf: list[float], l2_pf: list[
                              line=dict(color="#d62728")), 2, 1, secondary_y=True)
     fig.update_yaxes(visible=False, row=1, col=1)
     fig.update_yaxes(title_text="ℓ2", row=2, col=1, secondary_y=False)
-    fig.update_yaxes(title_text="SSIM", row=2, col=1, secondary_y=True)
+    rng, fmt = ssim_axis_range(ssim_pf)
+    fig.update_yaxes(title_text="SSIM", range=rng, tickformat=fmt, row=2, col=1, secondary_y=True)
     fig.update_xaxes(title_text="frame", row=2, col=1, dtick=1)
     fig.update_layout(height=330, margin=dict(l=10, r=10, t=30, b=30), bargap=0.15,
                       title="frames perturbed (red, numbered in order) and per-frame distances",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 
 
@@ -18,16 +20,19 @@ def bounds_figure(trace: list[dict], band: float | None, budget: float, title: s
     it = [e["iteration"] for e in trace]
     lo = [e["lower"] for e in trace]
     up = [e["upper"] for e in trace]
-    top = [e.get("upper_msr", e["upper"]) for e in trace]
+    # MSR ≤ upper_msr only once a verified adversarial video exists (None = no such video yet)
+    msr_up = [v if v is not None and math.isfinite(v) else None for v in (e.get("upper_msr") for e in trace)]
+    top = [m if m is not None else u for m, u in zip(msr_up, up)]  # band top: d + ε until a witness
     fig = go.Figure()
     if trace and band is not None:
         fig.add_trace(go.Scatter(x=it + it[::-1], y=top + [max(0.0, v - band) for v in lo][::-1], fill="toself",
                                  fillcolor="rgba(120,120,120,0.15)", line=dict(width=0), hoverinfo="skip",
                                  name="MSR range by Theorem 1 — conditional (true L, Eq. 5)"))
-    fig.add_trace(go.Scatter(x=it, y=up, mode="lines+markers", name="upper bound: verified grid witness — sound",
+    fig.add_trace(go.Scatter(x=it, y=up, mode="lines+markers",
+                             name="upper bound: verified grid witness — sound (at d: none within the budget yet)",
                              line=dict(color="#d62728", width=2), marker=dict(size=4)))
-    if trace and "upper_msr" in trace[0]:
-        fig.add_trace(go.Scatter(x=it, y=top, mode="lines", name="MSR upper bound: continuous witness — sound",
+    if any(m is not None for m in msr_up):
+        fig.add_trace(go.Scatter(x=it, y=msr_up, mode="lines", name="MSR upper bound: continuous witness — sound",
                                  line=dict(color="#d62728", width=1.5, dash="dash")))
     fig.add_trace(go.Scatter(x=it, y=lo, mode="lines+markers",
                              name=f"lower bound (A*) — {GUARANTEE_TEXT.get(lower_guarantee, lower_guarantee)}",
