@@ -1,10 +1,9 @@
 """Home: what the tool is for, the pages, and the current clip with the model's prediction."""
 
-import json
-
 import streamlit as st
 
 from core.data import CLASSES
+from core.jsonutil import dumps as strict_json
 from core.viz import frame_strip, prediction_bar
 from pages.common import cached_predict, current, mp4_bytes
 
@@ -84,7 +83,7 @@ st.caption(f"The clip is fitted to the model's input ({sel.spec.frames} frames, 
            f"{sel.spec.size}×{sel.spec.size}: uniform frame sampling, resize, centre crop).")
 record = {**pred, "video": sel.video_label, "true_label": true}
 d1, d2 = st.columns(2)
-d1.download_button("Download prediction (JSON)", json.dumps(record, indent=2), "prediction.json",
+d1.download_button("Download prediction (JSON)", strict_json(record, indent=2), "prediction.json",
                    "application/json")
 d2.download_button("Download clip (H.264 mp4)", mp4_bytes(sel.video_key, video_np, 8.0, 1),
                    "clip.mp4", "video/mp4")

@@ -11,6 +11,7 @@ import torch
 
 from core.errors import CoreError
 from core.flow import compute_flow
+from core.jsonutil import dumps as strict_json
 from core.msr import DEFAULT_BUDGETS, MSRParams, MSRSolver, lipschitz_report
 from core.msr.background import BackgroundRun
 from core.msr.experiments import brightness_panel, scalability_panel
@@ -228,7 +229,7 @@ def show_case(title: str, vid: torch.Tensor, note: str, tag: str) -> None:
         st.plotly_chart(comparison_figure(fo[t_pair], fp[t_pair], "direction"), width="stretch", key=f"{tag}_dir")
     with c2:
         st.plotly_chart(prediction_bar({c: float(p) for c, p in zip(sel.spec.classes, probs)},
-                                       sel.spec.classes[s.ev.label], "prediction"), width="stretch", key=f"{tag}_pred")
+                                       res["original_label"], "prediction"), width="stretch", key=f"{tag}_pred")
 
 
 w = res["witness"]
@@ -249,7 +250,7 @@ show_case("Safe: a perturbation at the lower bound", safe,
 d1, d2 = st.columns(2)
 d1.download_button("Trace (CSV)", pd.DataFrame(res["trace"]).to_csv(index=False), "msr_trace.csv", "text/csv",
                    key="msr_dl_csv")
-d2.download_button("Result (JSON)", json.dumps(res, indent=2, default=str), "msr_result.json", "application/json",
+d2.download_button("Result (JSON)", strict_json(res, indent=2), "msr_result.json", "application/json",
                    key="msr_dl_json")
 
 # ------------------------------------------------------------------ Fig. 8 and Fig. 10
