@@ -17,7 +17,7 @@ from core.viz import prediction_bar
 from core.viz.attacks import (amplified, frame_grid, saliency_figure, synced_players_html, timeline_figure,
                               trials_figure)
 from core.viz.flow import comparison_figure
-from pages.common import current, load_shipped_model, require_model_and_clip
+from pages.common import current, keep, load_shipped_model, require_model_and_clip
 
 LABELS = {"one-shot": "One-shot FGSM (Inkawhich Eq. 3.3)", "saliency": "Iterative saliency (Eq. 3.4)",
           "saliency-rg": "Iterative saliency, refreshed gradients (RG)", "deepsava": "DeepSAVA (spatial + additive, SSIM)",
@@ -55,6 +55,11 @@ sel = current()
 video = require_model_and_clip(sel)
 T = video.shape[0]
 shipped = [c["name"] for c in available_models()]
+keep("atk_method", "atk_eps", "atk_frames", "atk_iters", "atk_select", "atk_mode", "atk_trials", "atk_ssim_budget",
+     "atk_l21_budget", "atk_bb", "sw_models", "sw_methods", "sw_clips", "sw_eps", "sw_frames", "sw_select",
+     "lvl_method", "lvl_videos",
+     valid={"atk_frames": lambda k: 1 <= k <= T, "atk_bb": lambda m: m in shipped + ["the attacked model"],
+            "sw_models": lambda ms: all(m in shipped for m in ms)})
 tab1, tab2 = st.tabs(["Single attack", "Sweep"])
 
 with tab1:

@@ -8,6 +8,7 @@ parameters (never by the model object, which is passed with a leading underscore
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,6 +133,44 @@ def _leave_legacy_multipage_mode() -> None:
         st.session_state["_left_legacy_mode"] = True
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+def keep(*keys: str, valid: dict[str, Callable[[object], bool]] | None = None) -> None:
+    """Make a page's settings survive page changes.
+
+    Streamlit drops a widget's value as soon as a run does not draw the widget (any other page),
+    so returning to a page would reset it. Call this at the top of a page, before its widgets:
+    it copies the current values of the named setting widgets (a key ending in ``*`` is a prefix)
+    into a per-session store and puts back those Streamlit dropped. ``valid`` may reject a stored
+    value that no longer fits (e.g. a frame index beyond a shorter clip); it is then forgotten.
+    Only setting widgets belong here — buttons, uploads and charts cannot be set this way.
+    """
+    ss = st.session_state
+    store: dict = ss.setdefault("_kept_settings", {})
+    valid = valid or {}
+
+    def named(k: str) -> bool:
+        return any(k == p or (p.endswith("*") and k.startswith(p[:-1])) for p in keys)
+
+    for k in list(ss.keys()):
+        if isinstance(k, str) and named(k):
+            store[k] = ss[k]
+    for k, v in list(store.items()):
+        if not named(k) or k in ss:
+            continue
+        check = valid.get(k)
+        if check is not None and not check(v):
+            del store[k]
+            continue
+        ss[k] = v
+
+
+def forget(*keys: str) -> None:
+    """Drop settings (widget value and kept copy) so their widgets start from their defaults."""
+    store = st.session_state.get("_kept_settings", {})
+    for k in keys:
+        st.session_state.pop(k, None)
+        store.pop(k, None)
 
 
 def sidebar() -> Selection:

@@ -11,7 +11,7 @@ from core.flow.evaluate import epe
 from core.video import limit_size
 from core.viz.flow import (animation_figure, arrows_figure, comparison_figure, direction_figure,
                            histogram_figure, magnitude, magnitude_figure, panel_png)
-from pages.common import cached_flow, current, synthetic_truth
+from pages.common import cached_flow, current, keep, synthetic_truth
 
 FLOW_MAX_SIDE = 256  # frames are downscaled so the longer side is at most this
 FLOW_MAX_FRAMES = 32  # at most this many consecutive frames are analysed at once
@@ -33,6 +33,9 @@ video = sel.video
 T = video.shape[0]
 syn = sel.info.get("synthetic")
 options = ([TRUTH] if syn else []) + list(METHODS)
+keep("flow_methods", "flow_start", "flow_pair", valid={"flow_methods": lambda ms: all(m in options for m in ms),
+                                                       "flow_start": lambda s: 0 <= s <= max(0, T - FLOW_MAX_FRAMES),
+                                                       "flow_pair": lambda t: 0 <= t < min(T, FLOW_MAX_FRAMES) - 1})
 c1, c2 = st.columns([3, 2])
 methods = c1.multiselect("Methods (one or two)", options, default=["farneback", "horn_schunck"],
                          max_selections=2, format_func=lambda m: LABELS[m], key="flow_methods")

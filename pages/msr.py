@@ -19,7 +19,7 @@ from core.video import encode_mp4
 from core.viz import frame_strip, prediction_bar
 from core.viz.flow import comparison_figure
 from core.viz.msr import bounds_figure, lower_traces_figure
-from pages.common import current, require_model_and_clip
+from pages.common import current, forget, keep, require_model_and_clip
 
 st.title("Maximum safe radius on optical flow")
 st.markdown(
@@ -37,6 +37,8 @@ sel = current()
 video = require_model_and_clip(sel)
 T = video.shape[0]
 H = video.shape[-1]
+keep("msr_metric", "msr_block", "msr_flows", "msr_heur", "msr_tau", "msr_budget_*", "msr_iters", "msr_time", "msr_L",
+     valid={"msr_block": lambda b: H % b == 0, "msr_flows": lambda fs: all(0 <= f < T - 1 for f in fs)})
 
 # ------------------------------------------------------------------ parameters
 D = MSRParams()  # one source of defaults: the core's (the README quotes them; a test reads both)
@@ -85,11 +87,11 @@ with st.expander("Parameters", expanded=True):
             if cc[0].button("Use this L", key="msr_use_L"):
                 st.session_state["msr_L_value"] = est["L"]
                 st.session_state["msr_L_from_estimate"] = est["L"]
-                st.session_state.pop("msr_L", None)
+                forget("msr_L")
                 st.rerun()
             if est.get("tau_eq5") and cc[1].button("Use τ from Eq. (5)", key="msr_use_tau"):
                 st.session_state["msr_tau_value"] = max(0.01, float(est["tau_eq5"]))
-                st.session_state.pop("msr_tau", None)
+                forget("msr_tau")
                 st.rerun()
 
     if lip is not None and st.session_state.get("msr_L_from_estimate") == lip:

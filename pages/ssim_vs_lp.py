@@ -14,7 +14,7 @@ from core.transforms import compose
 from core.video import decode_image, limit_size
 from core.viz.flow import to_uint8
 from core.viz.ssim import curves_figure, per_frame_figure, relative_bars_figure, ssim_map_figure
-from pages.common import current
+from pages.common import current, keep
 
 MAX_SIDE = 256  # frames are downscaled so the longer side is at most this (keeps sliders live)
 PNG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
@@ -48,6 +48,9 @@ st.markdown("DeepSAVA (Mu et al., Fig. 1) argues that **SSIM barely moves under 
             "σ = 1.5, K1 = 0.01, K2 = 0.03, data range 1 (identical to scikit-image's).")
 
 sel = current()
+keep("sl_src", "sl_sigma", "sl_angle", "sl_zout", "sl_zin", "sl_seed", "pg_noise", "pg_rotate", "pg_zoom", "pg_blur",
+     "pg_sx", "pg_sy", "pg_bright", "pg_jpeg", "bd_ssim", "bd_l2", "sl_frame",
+     valid={"sl_frame": lambda t: sel.video is not None and 0 <= t < sel.video.shape[0]})
 src = st.radio("Frame", ["From the current clip", "Upload an image"], horizontal=True, key="sl_src")
 frame = None
 if src == "Upload an image":

@@ -76,3 +76,28 @@ def select_option(page, label: str, option: str) -> None:
     """Choose ``option`` in the streamlit selectbox labelled ``label``."""
     page.get_by_role("combobox", name=label, exact=True).filter(visible=True).first.click()
     page.locator('[role="option"]').filter(has_text=option).first.click()
+
+
+def set_number(page, label: str, value: str) -> None:
+    """Type ``value`` into the streamlit number input labelled ``label`` and commit it (Enter)."""
+    box = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).filter(visible=True).first
+    inp = box.locator("input")
+    inp.fill(value)
+    inp.press("Enter")
+    wait_idle(page)
+
+
+def wait_idle(page, timeout_ms: int = 180_000) -> None:
+    """Wait until the script run that an action started has finished: the running indicator
+    appears (if the run is not already over) and then goes away."""
+    running = page.locator('[data-testid="stStatusWidget"]').filter(has_text="Running")
+    try:
+        running.first.wait_for(timeout=3_000)
+    except Exception:  # noqa: BLE001 - a short run may be over before we look
+        pass
+    running.first.wait_for(state="detached", timeout=timeout_ms)
+
+
+def nav_to(page, title: str) -> None:
+    """Follow the sidebar navigation link ``title`` (same session, client-side navigation)."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()

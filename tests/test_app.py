@@ -262,3 +262,34 @@ def test_legacy_pages_mode_is_left_once(monkeypatch):
         common._leave_legacy_multipage_mode()
     finally:
         PagesManager.uses_pages_directory = saved
+
+
+def test_page_settings_and_results_survive_page_changes():
+    """Streamlit drops widget values of pages not shown: settings must come back, and with them the
+    stored attack result; another session starts from the defaults."""
+    at = _on_page("pages/attacks.py")
+    at.selectbox(key="atk_method").set_value("one-shot")
+    at.run()
+    at.number_input(key="atk_eps").set_value(0.02)
+    at.run()
+    at.button(key="atk_run").click()
+    at.run()
+    assert any(s.value.startswith("Success") for s in at.success)
+    at.switch_page("pages/flow.py")
+    at.run()
+    assert not at.exception
+    at.multiselect(key="flow_methods").set_value(["farneback"])
+    at.run()
+    at.switch_page("pages/home.py")
+    at.run()
+    assert "atk_eps" not in at.session_state  # Streamlit itself forgot it …
+    at.switch_page("pages/attacks.py")
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="atk_method").value == "one-shot" and at.number_input(key="atk_eps").value == 0.02
+    assert any(s.value.startswith("Success") for s in at.success)  # … the finished attack is shown again
+    at.switch_page("pages/flow.py")
+    at.run()
+    assert at.multiselect(key="flow_methods").value == ["farneback"]
+    other = _on_page("pages/attacks.py")  # a second session: its own defaults
+    assert other.number_input(key="atk_eps").value == 0.01

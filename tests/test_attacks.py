@@ -103,6 +103,11 @@ def test_deepsava_bo_mask_is_the_one_attacked(c3d, clip):
     assert len(trials) == 6 and len({tuple(t["frames"]) for t in trials}) == 6
     # graded scores: the probe's lowest margin, not a flat bonus
     assert len({round(t["score"], 6) for t in trials}) > 1
+    from core.viz.attacks import trials_figure  # the page's chart of this very record
+
+    fig = trials_figure(trials, r.extra["mask"])
+    assert list(fig.data[0].y) == [t["score"] for t in trials]
+    assert list(fig.data[0].marker.color).count("#d62728") == 1  # the chosen mask, once
     brute = DeepSAVA(model, frames=1, select="brute", probe_iters=2, max_iters=5)(video, label)
     assert sorted(t["frames"][0] for t in brute.extra["trials"]) == list(range(video.shape[0]))  # all probed
     assert brute.extra["mask"] == min(brute.extra["trials"], key=lambda t: t["score"])["frames"]

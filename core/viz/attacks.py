@@ -53,14 +53,19 @@ def saliency_figure(history: list[list[float]], order: list[int]) -> go.Figure:
 
 
 def trials_figure(trials: list[dict], chosen: list[int]) -> go.Figure:
-    """Key-frame selection: probe loss of each tried mask in trial order (lower is better)."""
-    fig = go.Figure(go.Scatter(x=list(range(1, len(trials) + 1)), y=[t["loss"] for t in trials], mode="markers+lines",
+    """Key-frame selection: the score of each probed mask in trial order — the lowest true-class
+    margin its short probe reached (below 0 = the probe already fooled the model; lower is better)."""
+    x = list(range(1, len(trials) + 1))
+    fig = go.Figure(go.Scatter(x=x, y=[t["score"] for t in trials], mode="markers+lines",
                                text=[str(t["frames"]) for t in trials],
-                               marker=dict(size=9, color=["#d62728" if t["frames"] == chosen else "#1f77b4"
-                                                          for t in trials]),
-                               hovertemplate="trial %{x}: frames %{text}, loss %{y:.3f}<extra></extra>"))
-    fig.update_layout(height=280, xaxis_title="trial", yaxis_title="probe loss", margin=dict(l=10, r=10, t=30, b=30),
-                      title=f"key-frame search (chosen: {chosen}, red)")
+                               marker=dict(size=9, symbol=["star" if t.get("success") else "circle" for t in trials],
+                                           color=["#d62728" if t["frames"] == chosen else "#1f77b4" for t in trials]),
+                               hovertemplate="trial %{x}: frames %{text}, best margin %{y:.3f}<extra></extra>"))
+    fig.add_hline(y=0, line_dash="dot", line_color="grey", annotation_text="fooled below 0",
+                  annotation_position="bottom right")
+    fig.update_layout(height=280, xaxis_title="trial", yaxis_title="probe score (best margin)",
+                      margin=dict(l=10, r=10, t=30, b=30), title=f"key-frame search (chosen: {chosen}, red)")
+    fig.update_xaxes(tickformat="d", dtick=1 if len(x) <= 20 else None)
     return fig
 
 
