@@ -9,8 +9,8 @@ import torch
 from core.flow import METHODS
 from core.flow.evaluate import epe
 from core.video import limit_size
-from core.viz.flow import (animation_figure, arrows_figure, comparison_figure, direction_figure,
-                           histogram_figure, magnitude, magnitude_figure, panel_png)
+from core.viz.flow import (animation_figure, arrows_figure, comparison_figure, default_step, direction_figure,
+                           histogram_figure, magnitude, magnitude_figure, panel_png, robust_max)
 from pages.common import cached_flow, current, keep, synthetic_truth
 
 FLOW_MAX_SIDE = 256  # frames are downscaled so the longer side is at most this
@@ -66,7 +66,14 @@ truth = synthetic_truth(syn["label"], syn["seed"], syn["frames"], syn["size"])[w
 n_pairs = window[1] - window[0] - 1
 t = st.slider("Frame pair (t → t+1)", 0, n_pairs - 1, min(n_pairs // 2, n_pairs - 1), key="flow_pair") \
     if n_pairs > 1 else 0
-zmax = float(max(magnitude(f[t]).max() for f in flows.values())) or 1.0
+# one colour scale and one arrow scale for every view of this pair (robust: 99th percentile)
+zmax, clipped = robust_max([f[t] for f in flows.values()], 99.0)
+arrow_scale = 1.5 * default_step(h, w) / zmax
+note = (f"Both columns share one scale: full colour = {zmax:.2f} px (99th percentile of |flow| over the shown "
+        f"methods), arrows ×{arrow_scale:.1f}.")
+if clipped > 0.0:
+    note += f" {clipped:.1%} of pixels move faster and are clipped to full colour."
+st.caption(note)
 
 cols = st.columns(len(methods))
 for col, m in zip(cols, methods):
@@ -79,7 +86,7 @@ for col, m in zip(cols, methods):
         if truth is not None and m != TRUTH:
             stats.append(f"EPE vs truth {epe(torch.from_numpy(f), torch.from_numpy(truth)):.3f} px")
         st.caption(" · ".join(stats))
-        st.plotly_chart(arrows_figure(shown[t], f[t], title=f"frame {window[0] + t} with flow"),
+        st.plotly_chart(arrows_figure(shown[t], f[t], scale=arrow_scale, title=f"frame {window[0] + t} with flow"),
                         width="stretch", key=f"arrows_{m}")
         st.plotly_chart(magnitude_figure(f[t], zmax), width="stretch", key=f"mag_{m}")
         st.plotly_chart(direction_figure(f[t], zmax), width="stretch", key=f"dir_{m}")
@@ -97,15 +104,19 @@ if len(methods) == 2:
     st.caption(f"EPE between the two over the window: "
                f"{epe(torch.from_numpy(flows[a]), torch.from_numpy(flows[b])):.3f} px; "
                f"this pair: {epe(torch.from_numpy(flows[a][t]), torch.from_numpy(flows[b][t])):.3f} px")
-    st.plotly_chart(comparison_figure(flows[a][t], flows[b][t], "magnitude", (a, "difference", b)),
+    names = (LABELS[a], "difference", LABELS[b])
+    st.plotly_chart(comparison_figure(flows[a][t], flows[b][t], "magnitude", names, max_mag=zmax),
                     width="stretch", key="cmp_mag")
-    st.plotly_chart(comparison_figure(flows[a][t], flows[b][t], "direction", (a, "difference", b)),
+    st.plotly_chart(comparison_figure(flows[a][t], flows[b][t], "direction", names, max_mag=zmax),
                     width="stretch", key="cmp_dir")
 
 st.subheader("All frame pairs")
 c3, c4 = st.columns([3, 2])
 with c3:
-    st.plotly_chart(animation_figure(flows[methods[0]]), width="stretch", key="anim")
+    seq_max, _ = robust_max([flows[methods[0]]], 99.0)
+    st.plotly_chart(animation_figure(flows[methods[0]], seq_max), width="stretch", key="anim")
     st.caption(f"Direction of {LABELS[methods[0]]} for every pair — press Play.")
 with c4:
-    st.plotly_chart(histogram_figure({m: flows[m] for m in methods}), width="stretch", key="hist")
+    all_max, _ = robust_max([flows[m] for m in methods], 99.5)
+    st.plotly_chart(histogram_figure({LABELS[m]: flows[m] for m in methods}, max_mag=all_max), width="stretch",
+                    key="hist")

@@ -77,6 +77,11 @@ def test_flow_page_shows_methods_and_epe():
     caps = [c.value for c in at.caption]
     assert sum("EPE vs truth" in c for c in caps) == 2
     assert any(c.startswith("EPE between the two") for c in caps)
+    shared = [c for c in caps if c.startswith("Both columns share one scale")]
+    assert len(shared) == 1 and "arrows ×" in shared[0]
+    titles = [json.loads(p.proto.spec)["layout"]["title"]["text"] for p in at.get("plotly_chart")
+              if "arrows ×" in json.loads(p.proto.spec)["layout"].get("title", {}).get("text", "")]
+    assert len(titles) == 2 and len({t.split("(arrows")[1] for t in titles}) == 1  # one arrow scale
     at.multiselect(key="flow_methods").set_value(["ground truth"])
     at.run()
     assert not at.exception

@@ -145,3 +145,31 @@ def test_every_method_beats_zero_flow_on_the_dataset():
         assert v["epe"] < r["zero_flow_epe"], m
         assert len(v["per_class"]) == 8
     assert r["methods"]["tvl1"]["epe"] < 0.5 * r["zero_flow_epe"]
+
+
+def test_robust_scale_ignores_a_border_outlier_and_says_how_much_it_clips():
+    from core.viz.flow import arrow_segments, flow_to_color, histogram_figure, robust_max
+
+    f = np.zeros((2, 40, 40), np.float32)
+    f[0] = 1.0  # 1 px to the right everywhere …
+    f[:, 0, 0] = (20.9, 0.0)  # … and one 20.9-px outlier in a corner (vtest.avi-like)
+    other = np.full((2, 40, 40), 0.5, np.float32)
+    scale, clipped = robust_max([f, other], 99.0)
+    assert scale == pytest.approx(1.0, abs=1e-6) and clipped == pytest.approx(1 / 3200)
+    # with the robust scale the ordinary pixels are fully saturated (not washed out to near-white) …
+    img = flow_to_color(f, scale, clip=True)
+    assert img[20, 20].min() < 10  # a full colour has a channel near 0
+    washed = flow_to_color(f)  # per-image maximum (the outlier) as the scale
+    assert washed[20, 20].min() > 200
+    # … and the outlier is clipped to the same full colour, not darkened (Middlebury's ×0.75)
+    assert np.array_equal(img[0, 0], img[20, 20])
+    assert not np.array_equal(flow_to_color(f, scale)[0, 0], img[20, 20])
+    xs, _ = arrow_segments(f, step=4, scale=50.0)  # a huge shared scale: arrows capped at 2 steps
+    lengths = [abs(xs[i + 1] - xs[i]) for i in range(0, len(xs), 7)]
+    assert max(lengths) <= 8 + 1e-6
+    h = histogram_figure({"a": f, "b": other}, bins=10, max_mag=scale)
+    assert "1 pixels above" in h.layout.title.text
+    assert all(max(t.x) <= scale + 1e-6 for t in h.data) and h.data[0].xbins.size == h.data[1].xbins.size
+    with pytest.raises(ValueError, match="percentile"):
+        robust_max([f], 0)
+    assert robust_max([np.zeros((2, 4, 4))])[0] == 1.0  # still flow: a positive scale, no division by 0

@@ -57,14 +57,30 @@ def make_colorwheel() -> np.ndarray:
 _WHEEL = make_colorwheel()
 
 
-def flow_to_color(flow: ArrayLike, max_mag: float | None = None) -> np.ndarray:
+def robust_max(flows: list[ArrayLike], percentile: float = 99.0) -> tuple[float, float]:
+    """One magnitude scale for several flow views: the ``percentile`` of |flow| over all of them
+    (a few border outliers must not wash every other pixel out), and the fraction of pixels above it
+    (clipped to full colour — say so). Returns ``(scale > 0, clipped fraction)``."""
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    mags = np.concatenate([magnitude(_np(f)).ravel() for f in flows]) if flows else np.zeros(1)
+    scale = float(np.percentile(mags, percentile)) if mags.size else 0.0
+    if scale <= 1e-6:
+        scale = float(mags.max()) if mags.size and mags.max() > 1e-6 else 1.0
+    return scale, float((mags > scale).mean())
+
+
+def flow_to_color(flow: ArrayLike, max_mag: float | None = None, clip: bool = False) -> np.ndarray:
     """Middlebury colour image ``(H, W, 3)`` uint8 of one flow field ``(2, H, W)`` (see module doc);
-    the magnitude is divided by ``max_mag`` (default: this field's maximum)."""
+    the magnitude is divided by ``max_mag`` (default: this field's maximum). Beyond ``max_mag``
+    Middlebury darkens the colour (×0.75); with ``clip=True`` such outliers show at full colour."""
     f = _check_pair_flow(_np(flow)).astype(np.float64)
     u, v = f[0], f[1]
     m = float(max_mag) if max_mag else float(np.sqrt(u ** 2 + v ** 2).max())
     u, v = u / (m + 1e-5), v / (m + 1e-5)
     rad = np.sqrt(u ** 2 + v ** 2)
+    if clip:
+        rad = np.minimum(rad, 1.0)
     a = np.arctan2(-v, -u) / np.pi
     ncols = _WHEEL.shape[0]
     fk = (a + 1) / 2 * (ncols - 1)
@@ -114,16 +130,21 @@ def to_uint8(frame: ArrayLike) -> np.ndarray:
 
 
 def arrow_segments(flow: np.ndarray, step: int, scale: float) -> tuple[list, list]:
-    """Polyline coordinates (with ``None`` breaks) of subsampled arrows with heads."""
+    """Polyline coordinates (with ``None`` breaks) of subsampled arrows with heads. Drawn arrows are
+    at most 2 steps long (outliers clipped), so one shared ``scale`` stays readable."""
     f = _check_pair_flow(flow)
     h, w = f.shape[1:]
     xs, ys = [], []
     off = step // 2
+    cap = 2.0 * step
     for y in range(off, h, step):
         for x in range(off, w, step):
             dx, dy = f[0, y, x] * scale, f[1, y, x] * scale
-            if dx * dx + dy * dy < 0.04:
+            n2 = dx * dx + dy * dy
+            if n2 < 0.04:
                 continue
+            if n2 > cap * cap:
+                dx, dy = dx * cap / np.sqrt(n2), dy * cap / np.sqrt(n2)
             x1, y1 = x + dx, y + dy
             ang = np.arctan2(dy, dx)
             hl = 0.35 * np.hypot(dx, dy)
@@ -173,9 +194,10 @@ def magnitude_figure(flow: ArrayLike, zmax: float | None = None, title: str = "m
 
 
 def direction_figure(flow: ArrayLike, max_mag: float | None = None, title: str = "direction") -> go.Figure:
-    """Middlebury colour image of the flow with the wheel legend *beside* it (not over the image)."""
+    """Middlebury colour image of the flow with the wheel legend *beside* it (not over the image);
+    magnitudes above ``max_mag`` are clipped to full colour."""
     f = _np(flow)
-    img = flow_to_color(f, max_mag)
+    img = flow_to_color(f, max_mag, clip=max_mag is not None)
     h, w = img.shape[:2]
     wheel = color_wheel(max(31, min(h, w) // 2))
     m = max_mag or float(magnitude(f).max())
@@ -188,23 +210,35 @@ def direction_figure(flow: ArrayLike, max_mag: float | None = None, title: str =
     return fig
 
 
-def histogram_figure(flows: dict[str, ArrayLike], bins: int = 40) -> go.Figure:
-    """Overlaid histograms of the magnitudes of one or more flow fields (or sequences)."""
+def histogram_figure(flows: dict[str, ArrayLike], bins: int = 40, max_mag: float | None = None) -> go.Figure:
+    """Overlaid histograms of the magnitudes of one or more flow fields (or sequences), all on the
+    same bins. With ``max_mag`` the bins stop there and larger values are counted in the last bin
+    (the title says how many)."""
+    mags = {name: magnitude(_np(f)).ravel() for name, f in flows.items()}
+    top = max_mag or max((float(m.max()) for m in mags.values()), default=1.0) or 1.0
+    size = top / bins
     fig = go.Figure()
-    for name, f in flows.items():
-        fig.add_trace(go.Histogram(x=magnitude(_np(f)).ravel(), nbinsx=bins, name=name, opacity=0.6))
+    over = 0
+    for name, m in mags.items():
+        over += int((m > top).sum())
+        fig.add_trace(go.Histogram(x=np.minimum(m, top), xbins=dict(start=0, end=top + 1e-9, size=size), name=name,
+                                   opacity=0.6))
+    title = "magnitude histogram" + (f" ({over} pixels above {top:.2f} px in the last bin)" if over else "")
     fig.update_layout(barmode="overlay", xaxis_title="magnitude (px)", yaxis_title="pixels",
-                      margin=dict(l=0, r=0, t=30, b=0), height=280, title="magnitude histogram")
+                      margin=dict(l=0, r=0, t=30, b=0), height=280, title=title,
+                      legend=dict(orientation="h", y=-0.25))
     return fig
 
 
 def comparison_figure(flow_a: ArrayLike, flow_b: ArrayLike, kind: str = "magnitude",
-                      titles: tuple[str, str, str] = ("original", "difference", "perturbed")) -> go.Figure:
+                      titles: tuple[str, str, str] = ("original", "difference", "perturbed"),
+                      max_mag: float | None = None) -> go.Figure:
     """The reusable "original | difference | perturbed" view (Wu & Kwiatkowska Fig. 5).
 
     ``kind='magnitude'``: |a| and |b| share one Viridis scale; the difference |b| − |a| uses a
     symmetric diverging scale. ``kind='direction'``: colour wheels of a, of the difference vector
-    b − a, and of b, all with the same full-colour magnitude.
+    b − a, and of b, all with the same full-colour magnitude. ``max_mag`` fixes that scale (e.g.
+    :func:`robust_max` of the views being compared); values above it are clipped.
     """
     a, b = _check_pair_flow(_np(flow_a)), _check_pair_flow(_np(flow_b))
     if a.shape != b.shape:
@@ -212,7 +246,7 @@ def comparison_figure(flow_a: ArrayLike, flow_b: ArrayLike, kind: str = "magnitu
     fig = make_subplots(1, 3, subplot_titles=titles, horizontal_spacing=0.04)
     if kind == "magnitude":
         ma, mb = magnitude(a), magnitude(b)
-        z = float(max(ma.max(), mb.max())) or 1.0
+        z = max_mag or float(max(ma.max(), mb.max())) or 1.0
         d = mb - ma
         dz = float(np.abs(d).max()) or 1.0
         fig.add_trace(go.Heatmap(z=ma, zmin=0, zmax=z, colorscale="Viridis", coloraxis=None,
@@ -222,9 +256,9 @@ def comparison_figure(flow_a: ArrayLike, flow_b: ArrayLike, kind: str = "magnitu
         fig.add_trace(go.Heatmap(z=mb, zmin=0, zmax=z, colorscale="Viridis",
                                  colorbar=dict(title="px", x=1.0, thickness=10, len=0.9)), 1, 3)
     elif kind == "direction":
-        m = float(max(magnitude(a).max(), magnitude(b).max())) or 1.0
+        m = max_mag or float(max(magnitude(a).max(), magnitude(b).max())) or 1.0
         for col, f in ((1, a), (2, b - a), (3, b)):
-            fig.add_trace(go.Image(z=flow_to_color(f, m)), 1, col)
+            fig.add_trace(go.Image(z=flow_to_color(f, m, clip=max_mag is not None)), 1, col)
     else:
         raise ValueError(f"kind must be 'magnitude' or 'direction', got {kind!r}")
     for col in (1, 2, 3):
@@ -237,7 +271,7 @@ def animation_figure(flows: ArrayLike, max_mag: float | None = None) -> go.Figur
     """Colour-wheel images of every frame pair as a plotly animation with Play and a slider."""
     f = _np(flows)
     m = max_mag or float(magnitude(f).max()) or 1.0
-    imgs = [flow_to_color(fi, m) for fi in f]
+    imgs = [flow_to_color(fi, m, clip=max_mag is not None) for fi in f]
     frames = [go.Frame(data=[go.Image(z=im)], name=str(i)) for i, im in enumerate(imgs)]
     fig = go.Figure(data=[go.Image(z=imgs[0])], frames=frames)
     steps = [dict(method="animate", label=str(i), args=[[str(i)], dict(mode="immediate",
@@ -277,7 +311,7 @@ def panel_png(frame: ArrayLike, flow: ArrayLike, max_mag: float | None = None, u
             p1 = (int((x + dx) * k + k / 2), int((y + dy) * k + k / 2))
             cv2.arrowedLine(big, p0, p1, (255, 235, 59), 1, cv2.LINE_AA, tipLength=0.3)
     magimg = colormap(mag, 0, m).repeat(k, 0).repeat(k, 1)
-    dirimg = flow_to_color(f, m).repeat(k, 0).repeat(k, 1)
+    dirimg = flow_to_color(f, m, clip=max_mag is not None).repeat(k, 0).repeat(k, 1)
     gap = np.full((h * k, 4, 3), 255, np.uint8)
     panel = np.concatenate([big, gap, magimg, gap, dirimg], axis=1)
     buf = io.BytesIO()
