@@ -4,7 +4,6 @@ import hashlib
 import json
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -14,8 +13,8 @@ from core.jsonutil import dumps
 from core.models import available_models
 from core.video import encode_mp4
 from core.viz import prediction_bar
-from core.viz.attacks import (amplified, frame_grid, saliency_figure, synced_players_html, timeline_figure,
-                              trials_figure)
+from core.viz.attacks import (accuracy_eps_figure, amplified, frame_grid, frames_histogram_figure, levels_figure,
+                              saliency_figure, synced_players_html, timeline_figure, trials_figure)
 from core.viz.flow import comparison_figure
 from pages.common import current, keep, load_shipped_model, require_model_and_clip
 
@@ -214,24 +213,11 @@ with tab2:
                 "avg_frames", "clip_accuracy", "mean_seconds", "mean_queries"]
         st.dataframe(df[cols], hide_index=True, width="stretch", key="sw_table")
         st.download_button("Table (CSV)", df[cols].to_csv(index=False), "sweep.csv", "text/csv", key="sw_csv")
-        fig = go.Figure()
-        for (mn, me), g in df[df["eps"].notna()].groupby(["model", "method"]):
-            fig.add_trace(go.Scatter(x=g["eps"], y=g["clip_accuracy"], mode="lines+markers", name=f"{mn} · {me}"))
-        if fig.data:
-            fig.update_layout(height=300, xaxis_title="ε", yaxis_title="accuracy under attack (clip level)",
-                              margin=dict(l=10, r=10, t=30, b=30), title="accuracy vs ε")
-            st.plotly_chart(fig, width="stretch", key="sw_curve")
-        hist = go.Figure()
-        for _, r in df.iterrows():
-            h = r["frames_histogram"]
-            if h:
-                hist.add_trace(go.Bar(x=[int(k) for k in h], y=list(h.values()),
-                                      name=f"{r['model']} · {r['method']}" + (f" ε={r['eps']:g}" if pd.notna(r["eps"]) else "")))
-        if hist.data:
-            hist.update_layout(height=300, barmode="group", xaxis_title="frames perturbed (successful attacks)",
-                               yaxis_title="clips", margin=dict(l=10, r=10, t=30, b=30),
-                               title="frames perturbed (thesis Fig. 3.5)")
-            st.plotly_chart(hist, width="stretch", key="sw_hist")
+        rows = [{k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in r.items()} for r in out["rows"]]
+        if any(r.get("eps") is not None for r in rows):
+            st.plotly_chart(accuracy_eps_figure(rows), width="stretch", key="sw_curve")
+        if any(r.get("frames_histogram") for r in rows):
+            st.plotly_chart(frames_histogram_figure(rows), width="stretch", key="sw_hist")
     st.subheader("Clip vs video level")
     st.caption("A longer video (3 clips of the model's length) is split into non-overlapping clips; each clip is "
                "attacked with the chosen ε; the video prediction averages the clip probabilities.")
@@ -244,9 +230,7 @@ with tab2:
         bar = st.progress(0.0)
         st.session_state["lvl"] = accuracy_vs_eps(sel.model, sel.spec, lvl_method, [0.0] + eps_values, lvl_videos,
                                                   progress=lambda f, m: bar.progress(f, text=m))
+        bar.empty()  # the progress bar ends with the computation
     lvl = st.session_state.get("lvl")
     if lvl:
-        fig = go.Figure([go.Scatter(x=lvl["eps"], y=lvl["clip_accuracy"], name="clip level", mode="lines+markers"),
-                         go.Scatter(x=lvl["eps"], y=lvl["video_accuracy"], name="video level", mode="lines+markers")])
-        fig.update_layout(height=300, xaxis_title="ε", yaxis_title="accuracy", margin=dict(l=10, r=10, t=30, b=30))
-        st.plotly_chart(fig, width="stretch", key="lvl_fig")
+        st.plotly_chart(levels_figure(lvl), width="stretch", key="lvl_fig")

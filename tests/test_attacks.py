@@ -248,3 +248,28 @@ def test_eps_zero_changes_nothing(method, c3d, clip):
     assert res.distances["linf"] == 0.0 and res.distances["l21"] == 0.0
     out = sweep({"c3d": c3d}, [method], n_clips=2, eps_values=[0.0])
     assert out["rows"][0]["eps"] == 0.0 and out["rows"][0]["FR"] == 0.0
+
+
+def test_rg_saliency_is_one_heatmap_and_sweep_figures(c3d, clip):
+    from core.viz.attacks import accuracy_eps_figure, frames_histogram_figure, levels_figure, saliency_figure
+
+    video, label = clip
+    res = make_attack("saliency-rg", c3d[0])(video, label)
+    hist = res.extra["saliency"]
+    assert len(hist) >= 2  # refreshed after each perturbed frame
+    fig = saliency_figure(hist, res.perturbed_frames)
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heat) == 1 and len(fig.data) == 2  # one heatmap + the markers, not one line per step
+    z = np.asarray(heat[0].z)
+    assert z.shape == (len(hist), video.shape[0]) and np.allclose(z.max(axis=1), 1.0)
+    assert list(fig.data[1].x) == res.perturbed_frames[: len(hist)]
+    one = saliency_figure(hist[:1], res.perturbed_frames)
+    assert [t.type for t in one.data] == ["bar"]
+    rows = [{"model": "m", "method": a, "eps": e, "clip_accuracy": 1 - e, "frames_histogram": {"1": 2}}
+            for a in ("one-shot", "saliency") for e in (0.01, 0.02)]  # identical lines
+    acc = accuracy_eps_figure(rows)
+    assert len(acc.data) == 2 and acc.data[0].line.dash != acc.data[1].line.dash
+    assert acc.data[0].marker.symbol != acc.data[1].marker.symbol  # overlapping lines stay visible
+    assert len(frames_histogram_figure(rows).data) == 4
+    lv = levels_figure({"eps": [0, 0.01], "clip_accuracy": [1, 0.5], "video_accuracy": [1, 0.5]})
+    assert lv.data[0].line.dash != lv.data[1].line.dash

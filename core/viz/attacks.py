@@ -39,16 +39,30 @@ def timeline_figure(t: int, order: list[int], ssim_pf: list[float], l2_pf: list[
 
 
 def saliency_figure(history: list[list[float]], order: list[int]) -> go.Figure:
-    """Per-frame saliency (Eq. 3.4); with RG, one trace per refresh."""
-    fig = go.Figure()
-    for i, s in enumerate(history):
-        if i == 0:
-            fig.add_trace(go.Bar(x=list(range(len(s))), y=s, name="initial saliency", marker_color="#1f77b4"))
-        else:
-            fig.add_trace(go.Scatter(x=list(range(len(s))), y=s, name=f"after frame {order[i - 1]}",
-                                     mode="lines+markers", opacity=0.5 + 0.5 * i / len(history)))
-    fig.update_layout(height=300, xaxis_title="frame", yaxis_title="mean |∂C/∂frame|", xaxis=dict(dtick=1),
-                      margin=dict(l=10, r=10, t=30, b=30), title="frame saliency")
+    """Per-frame saliency (Eq. 3.4). One pass: bars. With RG (a refresh after each perturbed frame):
+    a heatmap, frame × step — row 0 the initial saliency, row k after perturbing the k-th frame —
+    each row normalised to its maximum, the frame perturbed at each step marked."""
+    if len(history) <= 1:
+        s = history[0] if history else []
+        fig = go.Figure(go.Bar(x=list(range(len(s))), y=s, marker_color=["#d62728" if f in order else "#1f77b4"
+                                                                        for f in range(len(s))]))
+        fig.update_layout(height=300, xaxis_title="frame", yaxis_title="mean |∂C/∂frame|", xaxis=dict(dtick=1),
+                          margin=dict(l=10, r=10, t=30, b=30), title="frame saliency (red: perturbed)")
+        return fig
+    z = np.asarray(history, dtype=float)
+    z = z / np.maximum(z.max(axis=1, keepdims=True), 1e-12)
+    rows = ["initial"] + [f"after frame {f}" for f in order[: len(history) - 1]]
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(z.shape[1])), y=rows, colorscale="Viridis", zmin=0, zmax=1,
+                               colorbar=dict(title="÷ row max", thickness=10),
+                               hovertemplate="frame %{x}, %{y}: %{z:.2f}<extra></extra>"))
+    picked = [(f, rows[i]) for i, f in enumerate(order[: len(history)])]
+    fig.add_trace(go.Scatter(x=[p[0] for p in picked], y=[p[1] for p in picked], mode="markers",
+                             marker=dict(symbol="x", size=10, color="#d62728"), name="frame perturbed next",
+                             hovertemplate="perturbed next: frame %{x}<extra></extra>"))
+    fig.update_layout(height=max(260, 40 + 22 * len(rows)), xaxis_title="frame", xaxis=dict(dtick=1),
+                      yaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=30, b=30),
+                      title="frame saliency per step (saliency-RG refreshes it after each frame)",
+                      legend=dict(orientation="h", y=-0.2))
     return fig
 
 
@@ -111,3 +125,52 @@ def frame_grid(video: torch.Tensor, adv: torch.Tensor, frames: list[int], scale:
     img = torch.cat(rows[:-1], 1) if rows else torch.ones(3, 2, 2)
     arr = (img.permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     return arr.repeat(scale, 0).repeat(scale, 1)
+
+
+_DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
+_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "star"]
+
+
+def accuracy_eps_figure(rows: list[dict]) -> go.Figure:
+    """Clip accuracy under attack vs ε, one line per (model, method) of a sweep. Lines that lie on
+    top of each other stay visible: each has its own dash and marker, drawn thinner the later."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("eps") is not None:
+            groups.setdefault((r["model"], r["method"]), []).append(r)
+    fig = go.Figure()
+    for i, ((mn, me), g) in enumerate(groups.items()):
+        g = sorted(g, key=lambda r: r["eps"])
+        fig.add_trace(go.Scatter(x=[r["eps"] for r in g], y=[r["clip_accuracy"] for r in g], mode="lines+markers",
+                                 name=f"{mn} · {me}", line=dict(dash=_DASHES[i % 6], width=max(1.0, 3.5 - 0.5 * i)),
+                                 marker=dict(symbol=_SYMBOLS[i % 6], size=max(5, 11 - 2 * i))))
+    fig.update_layout(height=300, xaxis_title="ε", yaxis_title="accuracy under attack (clip level)",
+                      yaxis=dict(range=[-0.03, 1.03]), margin=dict(l=10, r=10, t=30, b=30), title="accuracy vs ε")
+    return fig
+
+
+def frames_histogram_figure(rows: list[dict]) -> go.Figure:
+    """How many frames the successful attacks perturbed (thesis Fig. 3.5), one bar group per row."""
+    fig = go.Figure()
+    for r in rows:
+        h = r.get("frames_histogram")
+        if h:
+            eps = r.get("eps")
+            fig.add_trace(go.Bar(x=[int(k) for k in h], y=list(h.values()),
+                                 name=f"{r['model']} · {r['method']}" + (f" ε={eps:g}" if eps is not None else "")))
+    fig.update_layout(height=300, barmode="group", xaxis_title="frames perturbed (successful attacks)",
+                      yaxis_title="clips", xaxis=dict(tickformat="d"), margin=dict(l=10, r=10, t=30, b=30),
+                      title="frames perturbed (thesis Fig. 3.5)")
+    return fig
+
+
+def levels_figure(lvl: dict) -> go.Figure:
+    """Clip-level vs video-level accuracy under attack against ε (distinct dashes and markers)."""
+    fig = go.Figure([
+        go.Scatter(x=lvl["eps"], y=lvl["clip_accuracy"], name="clip level", mode="lines+markers",
+                   line=dict(width=3.5), marker=dict(size=10, symbol="circle")),
+        go.Scatter(x=lvl["eps"], y=lvl["video_accuracy"], name="video level", mode="lines+markers",
+                   line=dict(width=1.5, dash="dash"), marker=dict(size=6, symbol="diamond"))])
+    fig.update_layout(height=300, xaxis_title="ε", yaxis_title="accuracy", yaxis=dict(range=[-0.03, 1.03]),
+                      margin=dict(l=10, r=10, t=30, b=30))
+    return fig
