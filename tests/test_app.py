@@ -298,3 +298,16 @@ def test_page_settings_and_results_survive_page_changes():
     assert at.multiselect(key="flow_methods").value == ["farneback"]
     other = _on_page("pages/attacks.py")  # a second session: its own defaults
     assert other.number_input(key="atk_eps").value == 0.01
+
+
+def test_attack_explorer_defaults_succeed_on_the_default_clip():
+    """Press Run with every default (model, clip, attack): the decision flips, imperceptibly."""
+    at = _app()
+    at.switch_page("pages/attacks.py")
+    at.run()
+    assert at.selectbox(key="atk_method").value == "deepsava" and at.selectbox(key="atk_select").value == "bo"
+    at.button(key="atk_run").click()
+    at.run()
+    assert not at.exception
+    assert any(s.value.startswith("Success: translate_left") for s in at.success), [w.value for w in at.warning]
+    assert float(_metric_value(at, "SSIM (mean)")) >= 0.99
