@@ -96,3 +96,74 @@ class DiskCache:
         value = fn()
         self.put(key, value)
         return value
+
+
+class BytesLRU:
+    """In-memory least-recently-used cache bounded by the **bytes** of its values (tensors and
+    numpy arrays are measured by their buffers), not by a number of entries: one 3000-frame upload
+    and a hundred tiny clips are not the same thing. Thread-safe; a value larger than the bound is
+    returned but not kept.
+
+    Args:
+        max_bytes: the bound (default ``$VRD_CLIP_CACHE_MB`` MiB, else 1024 MiB).
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        import threading
+        from collections import OrderedDict
+
+        if max_bytes is None:
+            max_bytes = int(float(os.environ.get("VRD_CLIP_CACHE_MB", "1024")) * 2**20)
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+
+    @staticmethod
+    def size_of(value: Any) -> int:
+        if isinstance(value, torch.Tensor):
+            return value.element_size() * value.nelement()
+        if hasattr(value, "nbytes"):
+            return int(value.nbytes)
+        if isinstance(value, (tuple, list)):
+            return sum(BytesLRU.size_of(v) for v in value)
+        if isinstance(value, dict):
+            return sum(BytesLRU.size_of(v) for v in value.values())
+        if isinstance(value, (bytes, bytearray)):
+            return len(value)
+        return 64
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None:
+                return None
+            self._items.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: str, value: Any) -> None:
+        n = self.size_of(value)
+        with self._lock:
+            if key in self._items:
+                self.bytes -= self._items.pop(key)[1]
+            if n > self.max_bytes:
+                return
+            while self._items and self.bytes + n > self.max_bytes:
+                _, (_, old) = self._items.popitem(last=False)
+                self.bytes -= old
+            self._items[key] = (value, n)
+            self.bytes += n
+
+    def get_or_compute(self, key: str, fn: Callable[[], Any]) -> Any:
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        value = fn()
+        self.put(key, value)
+        return value

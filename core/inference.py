@@ -25,15 +25,21 @@ def predict(model: VideoClassifier | torch.nn.Module, spec: ModelSpec | None, vi
         video: ``(T, 3, H, W)`` in [0, 1], any length and size.
 
     Returns:
-        ``{model, label, label_index, confidence, probs: {class: p}}`` (flat, JSON-serialisable).
+        ``{model, label, label_index, confidence, probs: {class: p}, logits}`` (flat, JSON-serialisable).
     """
     clf = as_classifier(model, spec)
     spec = spec or clf.spec
-    k, conf, probs = clf.fork().predict(prepare(video, spec))
+    run = clf.fork()
+    with torch.no_grad():
+        logits = run.logits(prepare(video, spec).unsqueeze(0))[0].cpu()
+    probs = torch.softmax(logits.double(), -1).float()
+    k = int(probs.argmax())
+    conf = float(probs[k])
     return {
         "model": spec.name,
         "label": spec.classes[k],
         "label_index": k,
         "confidence": conf,
         "probs": {c: float(p) for c, p in zip(spec.classes, probs.tolist())},
+        "logits": [float(v) for v in logits.tolist()],
     }

@@ -1,7 +1,9 @@
 """Video I/O: read (PyAV, OpenCV fallback), sample/resize to a model's input, write H.264.
 
-Reading returns a ``(T, 3, H, W)`` float32 video in [0, 1] plus :class:`VideoInfo`. Every failure
-a user can cause raises :class:`core.errors.VideoError` with a human message.
+:func:`decode_video` returns the decoded frames as ``(T, 3, H, W)`` **uint8** (4× smaller than
+float; what the app keeps); :func:`read_video` returns a ``(T, 3, H, W)`` float32 video in [0, 1],
+converting only the frames it keeps. Every failure a user can cause raises
+:class:`core.errors.VideoError` with a human message.
 
 Limits (checked before and while decoding):
 
@@ -9,8 +11,10 @@ Limits (checked before and while decoding):
 * frame size ≤ ``MAX_SIDE`` (8192 px) on each side — larger frames are refused;
 * at most ``MAX_DECODE_FRAMES`` (3000) frames are decoded; longer videos are read up to that
   frame and the info says ``truncated``;
-* decoded frames are downscaled on the fly so the longer side is ≤ ``WORK_SIDE`` (512 px),
-  which bounds memory for any input; at least 2 frames are required.
+* decoded frames are downscaled on the fly so the longer side is ≤ ``WORK_SIDE`` (512 px);
+* at most ``MAX_DECODED_BYTES`` (512 MiB) of uint8 frames are kept — a longer video is read up to
+  there and the info says ``truncated`` — and frames are copied into one buffer as they are
+  stacked, so the peak stays near that size for any input; at least 2 frames are required.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from core.errors import VideoError
 MAX_BYTES = 500 * 1024 * 1024
 MAX_SIDE = 8192
 MAX_DECODE_FRAMES = 3000
+MAX_DECODED_BYTES = 512 * 1024 * 1024
 WORK_SIDE = 512
 VIDEO_EXTENSIONS = ("mp4", "avi", "mov", "webm", "gif", "mkv", "m4v")
 
@@ -68,6 +73,24 @@ def _downscale(arr: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     import cv2
 
     return cv2.resize(arr, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _full(frames: list[np.ndarray]) -> bool:
+    """The decoding limits: ``MAX_DECODE_FRAMES`` frames or ``MAX_DECODED_BYTES`` of uint8."""
+    return len(frames) >= MAX_DECODE_FRAMES or (bool(frames) and (len(frames) + 1) * frames[0].nbytes > MAX_DECODED_BYTES)
+
+
+def _stack_chw(frames: list[np.ndarray]) -> np.ndarray:
+    """``(T, 3, H, W)`` uint8 from a list of ``(H, W, 3)`` frames, emptying the list as it copies
+    (peak ≈ one buffer, not list + stack); frames of another size are resized to the first's."""
+    h, w = frames[0].shape[:2]
+    out = np.empty((len(frames), 3, h, w), np.uint8)
+    for i in range(len(frames)):
+        a = frames[i]
+        frames[i] = None  # type: ignore[call-overload]  # free as we go
+        out[i] = (a if a.shape[:2] == (h, w) else _resize_np(a, (h, w, 3))).transpose(2, 0, 1)
+    frames.clear()
+    return out
 
 
 def _as_bytes(src: Source) -> tuple[bytes, str]:
@@ -107,7 +130,7 @@ def _read_pyav(data: bytes, name: str) -> tuple[list[np.ndarray], VideoInfo]:
         declared = int(stream.frames or 0) or None
         try:
             for frame in container.decode(stream):
-                if len(frames) >= MAX_DECODE_FRAMES:
+                if _full(frames):
                     truncated = True
                     break
                 frames.append(_downscale(frame.to_ndarray(format="rgb24")))
@@ -147,7 +170,7 @@ def _read_opencv(data: bytes, name: str) -> tuple[list[np.ndarray], VideoInfo]:
             ok, bgr = cap.read()
             if not ok:
                 break
-            if len(frames) >= MAX_DECODE_FRAMES:
+            if _full(frames):
                 truncated = True
                 break
             frames.append(_downscale(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
@@ -156,16 +179,9 @@ def _read_opencv(data: bytes, name: str) -> tuple[list[np.ndarray], VideoInfo]:
                              "", truncated, "opencv")
 
 
-def read_video(src: Source, frames: int | None = None, size: int | None = None) -> tuple[torch.Tensor, VideoInfo]:
-    """Read a video file (mp4/avi/mov/webm/gif/…) from a path, bytes or a binary file object.
-
-    Args:
-        src: path, bytes or file object.
-        frames: if given, uniformly sample this many frames (see :func:`fit_clip`).
-        size: if given, resize the shorter side to ``size`` and centre-crop ``size × size``.
-
-    Returns:
-        ``(video (T, 3, H, W) float32 in [0, 1], info)``.
+def decode_video(src: Source) -> tuple[torch.Tensor, VideoInfo]:
+    """Decode a video file (mp4/avi/mov/webm/gif/…) from a path, bytes or a binary file object to
+    ``(T, 3, H, W)`` uint8 frames (within the module's limits) and its :class:`VideoInfo`.
 
     Raises:
         VideoError: empty, too large, not a video, corrupt/truncated, or fewer than 2 frames.
@@ -184,13 +200,37 @@ def read_video(src: Source, frames: int | None = None, size: int | None = None) 
             raise first from None
         if len(arrs) < 2:
             raise first from None
+    del data
     if len(arrs) < 2:
         raise VideoError(f"{name} has {len(arrs)} decodable frame(s); at least 2 are needed")
-    shape = arrs[0].shape
-    arrs = [a if a.shape == shape else _resize_np(a, shape) for a in arrs]
-    video = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0)
-    if frames is not None or size is not None:
-        video = fit_clip(video, frames, size)
+    return torch.from_numpy(_stack_chw(arrs)), info
+
+
+def to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames ``(..., 3, H, W)`` → float32 in [0, 1] (float input is returned as is)."""
+    return frames.float().div_(255.0) if frames.dtype == torch.uint8 else frames
+
+
+def read_video(src: Source, frames: int | None = None, size: int | None = None) -> tuple[torch.Tensor, VideoInfo]:
+    """Read a video file (mp4/avi/mov/webm/gif/…) from a path, bytes or a binary file object.
+
+    Args:
+        src: path, bytes or file object.
+        frames: if given, uniformly sample this many frames (see :func:`fit_clip`).
+        size: if given, resize the shorter side to ``size`` and centre-crop ``size × size``.
+
+    Returns:
+        ``(video (T, 3, H, W) float32 in [0, 1], info)``; only the kept frames become float.
+
+    Raises:
+        VideoError: empty, too large, not a video, corrupt/truncated, or fewer than 2 frames.
+    """
+    u8, info = decode_video(src)
+    if frames is not None and frames != u8.shape[0]:
+        u8 = u8[sample_indices(u8.shape[0], frames)]
+    video = to_float(u8)
+    if size is not None:
+        video = fit_clip(video, None, size)
     return video, info
 
 
@@ -241,14 +281,19 @@ def encode_mp4(video: torch.Tensor, fps: float = 8.0, scale: int = 1) -> bytes:
     """Encode a video as H.264 (yuv420p) mp4 bytes that browsers play.
 
     Args:
-        video: ``(T, 3, H, W)`` in [0, 1].
+        video: ``(T, 3, H, W)`` float in [0, 1], or uint8 frames (as :func:`decode_video` gives).
         fps: frames per second.
         scale: integer nearest-neighbour upscaling for display (tiny clips look blurry otherwise).
     """
     import av
 
-    check_video(video)
-    arr = (video.detach().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    if video.dtype == torch.uint8:
+        if video.dim() != 4 or video.shape[1] != 3:
+            raise VideoError(f"expected uint8 frames (T, 3, H, W), got shape {tuple(video.shape)}")
+        arr = video.cpu().permute(0, 2, 3, 1).numpy()
+    else:
+        check_video(video)
+        arr = (video.detach().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     if scale > 1:
         arr = arr.repeat(scale, axis=1).repeat(scale, axis=2)
     h, w = arr.shape[1:3]

@@ -19,6 +19,7 @@ from core.classifier import VideoClassifier
 from core.data import CLASSES
 from core.errors import CoreError
 from core.models import DEFAULT_MODEL, ModelSpec, available_models
+from core.video import to_float
 
 UPLOAD_MODEL = "Upload TorchScript…"
 VIDEO_KINDS = ("Synthetic clip", "Bundled real clip", "Upload a video")
@@ -35,12 +36,29 @@ class Selection:
     model: VideoClassifier | None
     spec: ModelSpec | None
     model_key: str
-    video: torch.Tensor | None  # (T, 3, H, W) in [0, 1], as read (before fitting to the model)
+    frames: torch.Tensor | None  # (T, 3, H, W): uint8 for decoded files (4× smaller), float for synthetic
     video_key: str
     video_label: str
     info: dict
     true_label: int | None
     error: str | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return 0 if self.frames is None else int(self.frames.shape[0])
+
+    def clip(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Frames ``start … stop-1`` as float ``(n, 3, H, W)`` in [0, 1] (only those are converted)."""
+        return to_float(self.frames[start:stop])
+
+    def pick(self, indices: list[int]) -> torch.Tensor:
+        """The frames at ``indices`` as float ``(n, 3, H, W)`` in [0, 1]."""
+        return to_float(self.frames[indices])
+
+    @property
+    def video(self) -> torch.Tensor | None:
+        """The whole clip as float — for short clips; pages use :meth:`clip`/:meth:`pick` on uploads."""
+        return None if self.frames is None else to_float(self.frames)
 
 
 @st.cache_resource(show_spinner="Loading model…")
@@ -78,42 +96,67 @@ def synthetic_truth(label: int, seed: int, frames: int, size: int) -> np.ndarray
 @st.cache_data(show_spinner="Computing optical flow…", max_entries=64)
 def cached_flow(video_key: str, method: str, window: tuple[int, int], max_side: int,
                 _video: np.ndarray) -> tuple[np.ndarray, float]:
-    """Flow of frames ``window[0] … window[1]-1`` (downscaled to ``max_side``) and seconds/pair."""
+    """Flow of the frames ``window[0] … window[1]-1`` (``_video`` holds exactly those; downscaled to
+    ``max_side``) and seconds/pair."""
     import time
 
     from core.flow import compute_flow
     from core.video import limit_size
 
-    v = limit_size(torch.from_numpy(_video[window[0]:window[1]]), max_side)
+    v = limit_size(torch.from_numpy(_video), max_side)
     t0 = time.perf_counter()
     f = compute_flow(v, method).cpu().numpy()
     return f, (time.perf_counter() - t0) / max(1, f.shape[0])
 
 
-@st.cache_data(show_spinner="Reading video…", max_entries=16)
-def uploaded_clip(data: bytes, name: str) -> tuple[np.ndarray, dict]:
+@st.cache_resource
+def clip_store():
+    """Decoded clips shared by this server's sessions, bounded in bytes ($VRD_CLIP_CACHE_MB)."""
+    from core.cache import BytesLRU
+
+    return BytesLRU()
+
+
+def uploaded_clip(data: bytes, name: str) -> tuple[torch.Tensor, dict]:
+    """Decoded uint8 frames ``(T, 3, H, W)`` and info of a video file, cached by content hash."""
     import io
 
-    from core.video import read_video
+    from core.video import decode_video
 
-    buf = io.BytesIO(data)
-    buf.name = name
-    video, info = read_video(buf)
-    return video.numpy(), info.to_dict()
+    def decode():
+        buf = io.BytesIO(data)
+        buf.name = name
+        with st.spinner(f"Reading {name}…"):
+            frames, info = decode_video(buf)
+        return frames, info.to_dict()
+
+    return clip_store().get_or_compute(f"{_hash(data)}:{name}", decode)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def mp4_bytes(video_key: str, _video: np.ndarray, fps: float = 8.0, scale: int = 4) -> bytes:
+def mp4_bytes(video_key: str, _video: torch.Tensor, fps: float = 8.0, scale: int = 4) -> bytes:
+    """H.264 of a clip (uint8 or float frames), converted to float in chunks of 64 frames."""
     from core.video import encode_mp4
 
-    return encode_mp4(torch.from_numpy(_video), fps, scale)
+    return encode_mp4(_video, fps, scale)
 
 
 @st.cache_data(show_spinner="Classifying…", max_entries=256)
-def cached_predict(model_key: str, video_key: str, _model, _spec, _video: np.ndarray) -> dict:
+def cached_predict(model_key: str, video_key: str, _model, _spec, _video: torch.Tensor) -> dict:
+    """Prediction record plus the calibrated out-of-distribution report (``record['ood']``)."""
     from core.inference import predict
+    from core.ood import ood_report
 
-    return predict(_model, _spec, torch.from_numpy(_video))
+    record = predict(_model, _spec, _video)
+    record["ood"] = ood_report(record["logits"], ood_calibration(model_key, _model))
+    return record
+
+
+@st.cache_resource(show_spinner="Calibrating the out-of-distribution score on the test split…")
+def ood_calibration(model_key: str, _model) -> dict | None:
+    from core.ood import calibration
+
+    return calibration(_model)
 
 
 def _hash(b: bytes) -> str:
@@ -239,8 +282,7 @@ def sidebar() -> Selection:
         name = sb.selectbox("Clip", list(BUNDLED), key="bundled_clip")
         path = ASSETS.parent / "samples" / BUNDLED[name]
         try:
-            arr, info = uploaded_clip(path.read_bytes(), path.name)
-            video = torch.from_numpy(arr)
+            video, info = uploaded_clip(path.read_bytes(), path.name)
             video_key = f"bundled:{BUNDLED[name]}"
             video_label = BUNDLED[name]
             sb.caption("© 2008 Blender Foundation, www.bigbuckbunny.org, CC-BY 3.0 (assets/samples/LICENSE.md)")
@@ -263,8 +305,7 @@ def sidebar() -> Selection:
         if h in store:
             name, data = store[h]
             try:
-                arr, info = uploaded_clip(data, name)
-                video = torch.from_numpy(arr)
+                video, info = uploaded_clip(data, name)
                 video_key = f"upload:{h}"
                 video_label = name
             except CoreError as e:
@@ -290,8 +331,10 @@ def require_model_and_clip(sel: Selection) -> torch.Tensor:
 
     if sel.error:
         st.error(sel.error)
-    if sel.video is None or sel.model is None:
+    if sel.frames is None or sel.model is None:
         st.info("Choose a clip and a model in the sidebar.")
         st.stop()
-    return prepare(sel.video, sel.spec)
+    from core.video import sample_indices
+
+    return prepare(sel.pick(sample_indices(sel.n_frames, sel.spec.frames)), sel.spec)  # converts 16 frames only
 

@@ -25,12 +25,11 @@ st.caption("Flow maps each pixel of frame t to where it moves in frame t+1, in p
            "down). Direction colour wheel: red = rightward, yellow-green = downward, cyan = "
            "leftward, violet = upward; paler = slower, white = still.")
 sel = current()
-if sel is None or sel.video is None:
+if sel is None or sel.frames is None:
     st.info("Choose a clip in the sidebar.")
     st.stop()
 
-video = sel.video
-T = video.shape[0]
+T = sel.n_frames
 syn = sel.info.get("synthetic")
 options = ([TRUTH] if syn else []) + list(METHODS)
 keep("flow_methods", "flow_start", "flow_pair", valid={"flow_methods": lambda ms: all(m in options for m in ms),
@@ -48,9 +47,10 @@ if not methods:
     st.info("Pick at least one method.")
     st.stop()
 
-shown = limit_size(video[window[0]:window[1]], FLOW_MAX_SIDE)
+window_clip = sel.clip(*window)  # only the analysed frames become float
+shown = limit_size(window_clip, FLOW_MAX_SIDE)
 h, w = shown.shape[-2:]
-if max(video.shape[-2:]) > FLOW_MAX_SIDE:
+if max(sel.frames.shape[-2:]) > FLOW_MAX_SIDE:
     st.caption(f"Frames downscaled to {w}×{h} (longer side ≤ {FLOW_MAX_SIDE} px) for flow.")
 
 flows: dict[str, np.ndarray] = {}
@@ -60,7 +60,7 @@ for m in methods:
         flows[m] = synthetic_truth(syn["label"], syn["seed"], syn["frames"], syn["size"])[window[0]:window[1] - 1]
         secs[m] = 0.0
     else:
-        flows[m], secs[m] = cached_flow(sel.video_key, m, window, FLOW_MAX_SIDE, video.numpy())
+        flows[m], secs[m] = cached_flow(sel.video_key, m, window, FLOW_MAX_SIDE, window_clip.numpy())
 truth = synthetic_truth(syn["label"], syn["seed"], syn["frames"], syn["size"])[window[0]:window[1] - 1] if syn else None
 
 n_pairs = window[1] - window[0] - 1

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core.data import CLASSES
+from core.video import sample_indices
 from core.jsonutil import dumps as strict_json
 from core.viz import frame_strip, prediction_bar
 from pages.common import cached_predict, current, mp4_bytes
@@ -31,13 +32,13 @@ every clip comes with its exact optical flow. Everything runs offline.
 sel = current()
 if sel.error:
     st.error(sel.error)
-if sel.video is None:
+if sel.frames is None:
     st.info("Choose a synthetic clip or upload a video in the sidebar.")
     st.stop()
 
 st.subheader(f"Clip: {sel.video_label}")
 info = sel.info
-t, _, h, w = sel.video.shape
+t, _, h, w = sel.frames.shape
 st.caption(f"{t} frames decoded · {w}×{h} px working size · original "
            f"{info.get('width', w)}×{info.get('height', h)} at {info.get('fps', 0):.1f} fps"
            + (f", {info['duration']:.1f} s" if info.get("duration") else "")
@@ -48,20 +49,21 @@ if sel.video_key.startswith(("upload:", "bundled:")) and sel.spec is not None an
     st.info("The shipped models know only **8 synthetic motions** (translate left/right/up/down, rotate cw/ccw, "
             "zoom in/out of a textured object). On a real video their answer is the nearest synthetic motion, "
             "not a real action — read the out-of-distribution score below the prediction.")
-video_np = sel.video.numpy()
+video = sel.frames  # uint8 for files: converted to float only where needed
 c1, c2 = st.columns([1, 2])
 with c1:
     scale = max(1, 256 // max(h, w))
-    st.video(mp4_bytes(sel.video_key, video_np, float(info.get("fps") or 8.0), scale))
+    st.video(mp4_bytes(sel.video_key, video, float(info.get("fps") or 8.0), scale))
 with c2:
-    strip, idx = frame_strip(sel.video, 8, scale=max(1, 96 // max(h, w)))
+    idx = sample_indices(t, min(8, t))
+    strip, _ = frame_strip(sel.pick(idx), len(idx), scale=max(1, 96 // max(h, w)))
     st.image(strip, caption=f"frames {', '.join(map(str, idx))}", width="stretch")
 
 if sel.model is None:
     st.warning("No model loaded, so no prediction.")
     st.stop()
 
-pred = cached_predict(sel.model_key, sel.video_key, sel.model, sel.spec, video_np)
+pred = cached_predict(sel.model_key, sel.video_key, sel.model, sel.spec, sel.pick(sample_indices(t, sel.spec.frames)))
 true = CLASSES[sel.true_label] if sel.true_label is not None else None
 st.subheader("Prediction")
 m1, m2, m3 = st.columns(3)
@@ -72,20 +74,25 @@ if true is not None:
               delta_color="normal" if true == pred["label"] else "inverse")
 st.plotly_chart(prediction_bar(pred["probs"], true, f"{sel.spec.name} on {sel.video_label}"),
                 width="stretch", key="prediction_chart")
-import math
-
-probs = list(pred["probs"].values())
-entropy = -sum(p * math.log(p) for p in probs if p > 0) / math.log(len(probs))
-st.caption(f"Out-of-distribution score (normalised entropy of the prediction, 0 = certain, 1 = uniform): "
-           f"{entropy:.2f}; max-softmax {max(probs):.2f}. Not calibrated: a confident answer on a real "
-           f"video is still only the nearest of the {len(probs)} classes the model knows.")
+ood = pred["ood"]
+if ood["calibrated"]:
+    verdict = ("**out of distribution**: fewer than 5 % of the model's synthetic test clips score this badly"
+               if ood["out_of_distribution"] else "typical of the synthetic test clips")
+    st.markdown(f"Out-of-distribution check ({ood['n']} test clips): max-softmax {ood['msp']:.2f} "
+                f"(p = {ood['msp_p']:.2f}), energy {ood['energy']:.2f} (p = {ood['energy_p']:.2f}) — {verdict}.")
+    st.caption("p = share of held-out synthetic test clips that look at least as unusual (lower max-softmax, "
+               "higher energy). A low p flags a clip the model was not trained for; a high p does not prove "
+               "the answer is meaningful.")
+else:
+    st.caption(f"Out-of-distribution scores: max-softmax {ood['msp']:.2f}, energy {ood['energy']:.2f} — not "
+               "calibrated (calibration needs the model's training distribution; user models have none here).")
 st.caption(f"The clip is fitted to the model's input ({sel.spec.frames} frames, "
            f"{sel.spec.size}×{sel.spec.size}: uniform frame sampling, resize, centre crop).")
 record = {**pred, "video": sel.video_label, "true_label": true}
 d1, d2 = st.columns(2)
 d1.download_button("Download prediction (JSON)", strict_json(record, indent=2), "prediction.json",
                    "application/json")
-d2.download_button("Download clip (H.264 mp4)", mp4_bytes(sel.video_key, video_np, 8.0, 1),
+d2.download_button("Download clip (H.264 mp4)", mp4_bytes(sel.video_key, video, 8.0, 1),
                    "clip.mp4", "video/mp4")
 
 with st.expander("Model card"):

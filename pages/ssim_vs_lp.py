@@ -50,7 +50,7 @@ st.markdown("DeepSAVA (Mu et al., Fig. 1) argues that **SSIM barely moves under 
 sel = current()
 keep("sl_src", "sl_sigma", "sl_angle", "sl_zout", "sl_zin", "sl_seed", "pg_noise", "pg_rotate", "pg_zoom", "pg_blur",
      "pg_sx", "pg_sy", "pg_bright", "pg_jpeg", "bd_ssim", "bd_l2", "sl_frame",
-     valid={"sl_frame": lambda t: sel.video is not None and 0 <= t < sel.video.shape[0]})
+     valid={"sl_frame": lambda t: 0 <= t < sel.n_frames})
 src = st.radio("Frame", ["From the current clip", "Upload an image"], horizontal=True, key="sl_src")
 frame = None
 if src == "Upload an image":
@@ -62,11 +62,11 @@ if src == "Upload an image":
         except CoreError as e:
             st.error(str(e))
 else:
-    if sel is None or sel.video is None:
+    if sel is None or sel.frames is None:
         st.info("Choose a clip in the sidebar, or upload an image.")
     else:
-        t = st.slider("Frame index", 0, sel.video.shape[0] - 1, sel.video.shape[0] // 2, key="sl_frame")
-        frame = sel.video[t]
+        t = st.slider("Frame index", 0, sel.n_frames - 1, sel.n_frames // 2, key="sl_frame")
+        frame = sel.clip(t, t + 1)[0]
         label = f"{sel.video_label} frame {t}"
 if frame is None:
     st.stop()
@@ -164,8 +164,8 @@ adv = st.session_state.get("adversarial")
 if adv is not None:
     orig, advv = torch.from_numpy(adv.original), torch.from_numpy(adv.adversarial)
     title = f"adversarial video from the attack page ({adv.method})"
-elif sel is not None and sel.video is not None and ops:
-    orig = limit_size(sel.video[: min(sel.video.shape[0], 64)], MAX_SIDE)
+elif sel is not None and sel.frames is not None and ops:
+    orig = limit_size(sel.clip(0, 64), MAX_SIDE)
     advv = compose(orig, ops, seed)
     title = "the current clip under the playground transform (no attack run in this session yet)"
 else:

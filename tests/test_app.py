@@ -117,6 +117,8 @@ def test_bundled_clip_is_available():
     assert not at.exception
     assert "bigbuckbunny" in at.subheader[0].value
     assert any(m.label == "Predicted class" for m in at.metric)
+    assert any("8 synthetic motions" in i.value for i in at.info)  # said plainly
+    assert any("**out of distribution**" in m.value for m in at.markdown)  # and the calibrated score agrees
 
 
 def _metric_value(at: AppTest, label: str) -> str:
@@ -297,7 +299,7 @@ def test_page_settings_and_results_survive_page_changes():
     at.run()
     assert at.multiselect(key="flow_methods").value == ["farneback"]
     other = _on_page("pages/attacks.py")  # a second session: its own defaults
-    assert other.number_input(key="atk_eps").value == 0.01
+    assert other.selectbox(key="atk_method").value == "deepsava"  # the default, not the first session's choice
 
 
 def test_attack_explorer_defaults_succeed_on_the_default_clip():

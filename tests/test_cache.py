@@ -38,3 +38,25 @@ def test_tensor_hash_is_content_based():
     a = torch.rand(2, 3)
     assert tensor_hash(a) == tensor_hash(a.clone()) != tensor_hash(a + 1e-3)
     assert tensor_hash(torch.zeros(2, 3)) != tensor_hash(torch.zeros(3, 2))
+
+
+def test_bytes_lru_is_bounded_in_bytes():
+    import numpy as np
+
+    from core.cache import BytesLRU
+
+    lru = BytesLRU(max_bytes=1000)
+    lru.put("a", torch.zeros(100, dtype=torch.uint8))  # 100 B
+    lru.put("b", np.zeros(400, np.uint8))  # 400 B
+    assert lru.bytes == 500 and len(lru) == 2
+    assert lru.get("a") is not None  # a is now the most recent
+    lru.put("c", (torch.zeros(150, dtype=torch.float32), {"info": 1}))  # 600 B + 64: evicts b, keeps a
+    assert "b" not in lru and "a" in lru and "c" in lru and lru.bytes <= 1000
+    lru.put("huge", torch.zeros(2000, dtype=torch.uint8))  # larger than the bound: not kept, nothing evicted
+    assert "huge" not in lru and len(lru) == 2
+    calls = []
+    assert lru.get_or_compute("a", lambda: calls.append(1)) is not None and not calls
+    many = BytesLRU(max_bytes=10_000)
+    for i in range(100):  # a hundred tiny entries fit where an entry count of 16 would not matter
+        many.put(str(i), torch.zeros(50, dtype=torch.uint8))
+    assert len(many) == 100 and many.bytes == 5000

@@ -8,6 +8,7 @@ import torch
 from core.data import make_clip
 from core.errors import VideoError
 from core.video import (encode_mp4, fit_clip, open_video, read_video, sample_indices, write_video)
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +131,56 @@ def test_file_object(clip):
     buf.name = "clip.mp4"
     video, info = read_video(buf)
     assert info.source == "clip.mp4" and video.shape[0] == 8
+
+
+def _long_video(path, frames: int, h: int, w: int):
+    """A smooth moving gradient (cheap to encode) as H.264."""
+    import av
+
+    yy, xx = np.mgrid[0:h, 0:w]
+    with av.open(str(path), mode="w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"preset": "ultrafast"}
+        for t in range(frames):
+            img = np.stack([(xx + 3 * t) % 256, (yy + t) % 256, np.full_like(xx, 128)], -1).astype(np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+def test_long_upload_is_kept_as_uint8_and_the_peak_stays_near_its_size(tmp_path):
+    """360 frames at 480×272: the decoded frames take 141 MB as uint8 (564 MB as float). Decoding
+    in a fresh process must peak near the uint8 size — not list + stack + float (6×)."""
+    import subprocess
+    import sys
+
+    path = _long_video(tmp_path / "long.mp4", 360, 272, 480)
+    code = ("import resource, sys, av, torch, numpy\n"
+            "from core.video import decode_video\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "frames, info = decode_video(sys.argv[1])\n"
+            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "print(base * 1024, peak * 1024, frames.numel(), str(frames.dtype), tuple(frames.shape))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    base, peak, n, dtype, shape = r.stdout.strip().split(" ", 4)
+    base, peak, n = int(base), int(peak), int(n)
+    assert dtype == "torch.uint8" and shape == "(360, 3, 272, 480)"
+    grew = peak - base
+    assert grew < 1.5 * n + 80 * 2**20, f"decoding grew the process by {grew / 2**20:.0f} MB for {n / 2**20:.0f} MB of frames"
+
+
+def test_decoding_stops_at_the_byte_budget(tmp_path, monkeypatch):
+    import core.video as cv
+
+    path = _long_video(tmp_path / "v.mp4", 40, 64, 96)
+    per_frame = 3 * 64 * 96
+    monkeypatch.setattr(cv, "MAX_DECODED_BYTES", 10 * per_frame)
+    frames, info = cv.decode_video(path)
+    assert frames.shape[0] == 10 and info.truncated and not info.incomplete
+    video, _ = cv.read_video(path, frames=4)
+    assert video.dtype == torch.float32 and video.shape[0] == 4 and 0 <= float(video.min()) <= float(video.max()) <= 1
+    assert torch.equal(cv.to_float(frames[:2]), frames[:2].float() / 255)
