@@ -215,6 +215,68 @@ def cmd_attack(args: argparse.Namespace) -> dict:
     return out
 
 
+def _full_attack_kwargs(args: argparse.Namespace) -> dict:
+    """``make_attack`` keyword arguments from the shared attack options (JSON-serialisable)."""
+    kw = _attack_kwargs(args)
+    if args.method in ("one-shot", "saliency", "saliency-rg"):
+        kw["eps"] = args.eps
+    else:
+        kw.update(frames=args.frames)
+        if args.method == "deepsava":
+            kw["select"] = args.select
+    return kw
+
+
+def _names(text: str, what: str) -> list[str]:
+    from core.errors import ParameterError
+    from core.models.registry import MODEL_NAMES
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in MODEL_NAMES]
+    if not names or bad:
+        raise ParameterError(f"--{what} must name shipped models ({', '.join(MODEL_NAMES)}), got {text!r}")
+    return names
+
+
+@command("transfer")
+def cmd_transfer(args: argparse.Namespace) -> dict:
+    from core.experiments.transfer import transfer_matrix
+
+    log = None if args.json else (lambda f, s: print(f"{f:6.1%}  {s}", flush=True))
+    out = transfer_matrix(_names(args.sources, "sources"), _names(args.targets, "targets"), args.method,
+                          clips=args.clips, attack_kw=_full_attack_kwargs(args), engine=args.engine,
+                          workers=args.workers, address=args.address, progress=log)
+    if not args.json:
+        width = max(14, *(len(t) for t in out["targets"])) + 2
+        print("FR (fooled/n)  rows: source, columns: target")
+        print(" " * 26 + "".join(t.rjust(width) for t in out["targets"]))
+        for s, fr, k, n in zip(out["sources"], out["fr"], out["fooled"], out["n"]):
+            cells = "".join((f"{f:.2f} ({a}/{b})" if f is not None else "—").rjust(width) for f, a, b in zip(fr, k, n))
+            print(s.ljust(26) + cells)
+    return out
+
+
+@command("compress")
+def cmd_compress(args: argparse.Namespace) -> dict:
+    from core.errors import ParameterError
+    from core.experiments.compression import compression_survival
+    from core.inference import prepare
+    from core.video import open_video
+
+    model, spec = _load(args.model, args.device)
+    video, _, true = open_video(args.video, spec.frames, spec.size)
+    video = prepare(video, spec)
+    label = true if true is not None else model.predict(video)[0]
+    text = args.crf if args.codec == "h264" else args.quality
+    try:
+        levels = [float(v) for v in text.split(",")] if text else None
+    except ValueError:
+        raise ParameterError(f"levels must be comma-separated numbers, got {text!r}") from None
+    out = compression_survival(model, video, label, args.method, args.codec, levels, _full_attack_kwargs(args))
+    out["model"] = args.model
+    return out
+
+
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> dict:
     from core.attacks.sweep import sweep
@@ -293,6 +355,26 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     return run_bench(args.target, quick=args.quick, echo=not args.json)
 
 
+def _add_attack_args(p: argparse.ArgumentParser) -> None:
+    """The attack parameters shared by ``attack``, ``transfer`` and ``compress``."""
+    from core.attacks import METHODS as ATTACKS
+
+    p.add_argument("--method", required=True, choices=ATTACKS)
+    p.add_argument("--eps", type=float, default=0.01, help="one-shot / saliency step ε")
+    p.add_argument("--frames", type=int, default=1, help="sparse attacks: frames to perturb (K)")
+    p.add_argument("--select", default="bo", choices=["bo", "random", "brute", "first"], help="DeepSAVA key frames")
+    p.add_argument("--mask", default=None, help="fixed key frames, e.g. 3,9 (sparse attacks)")
+    p.add_argument("--ssim-scope", default="frame", choices=["frame", "video"],
+                   help="SSIM budget on every perturbed frame (default) or on the whole clip (DeepSAVA's)")
+    p.add_argument("--mode", default="both", choices=["both", "additive", "spatial"], help="DeepSAVA ablation")
+    p.add_argument("--max-iters", type=int, default=100)
+    p.add_argument("--bo-trials", type=int, default=8)
+    p.add_argument("--lam", type=float, default=None, help="λ (DeepSAVA SSIM weight, Sparse/Flicker norm weight)")
+    p.add_argument("--ssim-budget", type=float, default=None, help="SSIM >= b (DeepSAVA default 0.98; 0 = none)")
+    p.add_argument("--l21-budget", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from core.flow import METHODS
     from core.models.registry import DEFAULT_MODEL, MODEL_NAMES
@@ -369,20 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("attack", "run one attack on one clip")
     sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
     sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
-    sp.add_argument("--method", required=True, choices=ATTACKS)
-    sp.add_argument("--eps", type=float, default=0.01, help="one-shot / saliency step ε")
-    sp.add_argument("--frames", type=int, default=1, help="sparse attacks: frames to perturb (K)")
-    sp.add_argument("--select", default="bo", choices=["bo", "random", "brute", "first"], help="DeepSAVA key frames")
-    sp.add_argument("--mask", default=None, help="fixed key frames, e.g. 3,9 (sparse attacks)")
-    sp.add_argument("--ssim-scope", default="frame", choices=["frame", "video"],
-                    help="SSIM budget on every perturbed frame (default) or on the whole clip (DeepSAVA's)")
-    sp.add_argument("--mode", default="both", choices=["both", "additive", "spatial"], help="DeepSAVA ablation")
-    sp.add_argument("--max-iters", type=int, default=100)
-    sp.add_argument("--bo-trials", type=int, default=8)
-    sp.add_argument("--lam", type=float, default=None, help="λ (DeepSAVA SSIM weight, Sparse/Flicker norm weight)")
-    sp.add_argument("--ssim-budget", type=float, default=None, help="SSIM >= b (DeepSAVA default 0.98; 0 = none)")
-    sp.add_argument("--l21-budget", type=float, default=None)
-    sp.add_argument("--seed", type=int, default=0)
+    _add_attack_args(sp)
     sp.add_argument("--black-box", default=None, choices=MODEL_NAMES, help="judge success on this model")
     sp.add_argument("--use-true-label", action="store_true", help="attack the true class of a synthetic clip")
     sp.add_argument("--save", default=None, help="write the adversarial video (H.264 mp4)")
@@ -394,6 +463,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--frames", type=int, default=1)
     sp.add_argument("--select", default="first", choices=["bo", "random", "brute", "first"])
     sp.add_argument("--black-box", default=None, choices=MODEL_NAMES)
+    sp = add("transfer", "transferability matrix: attacks crafted on each source model, judged on every target")
+    sp.add_argument("--sources", required=True, help="comma-separated shipped models")
+    sp.add_argument("--targets", required=True, help="comma-separated shipped models (black-box flow models too)")
+    sp.add_argument("--clips", type=int, default=16, help="synthetic test clips")
+    sp.add_argument("--engine", default="auto", choices=["auto", "ray", "serial"],
+                    help="auto: an embedded local Ray when installed, else serial")
+    sp.add_argument("--workers", type=int, default=2, help="Ray workers (local Ray)")
+    sp.add_argument("--address", default=None, help="join a Ray cluster (ray://host:port; default $RAY_ADDRESS)")
+    _add_attack_args(sp)
+    sp = add("compress", "do adversarial perturbations survive H.264 / JPEG compression? (DeepSAVA §4.2.3)")
+    sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
+    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    sp.add_argument("--codec", default="h264", choices=["h264", "jpeg"])
+    sp.add_argument("--crf", default="18,23,28", help="H.264 CRF levels (larger = stronger)")
+    sp.add_argument("--quality", default="95,75,50", help="JPEG quality levels (smaller = stronger)")
+    _add_attack_args(sp)
     sp = add("bench", "speed benchmarks, measured side by side in one run")
     sp.add_argument("target", choices=["flow", "msr", "attacks"])
     sp.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")

@@ -195,3 +195,23 @@ def test_jsonutil_clean():
            "n": np.float32(0.25), "s": {3}, "tup": (1, "x")}
     assert _strict(dumps(doc)) == {"a": None, "b": [None, None, 1.5], "l2": "linf", "t": [1, 2], "n": 0.25,
                                    "s": [3], "tup": [1, "x"]}
+
+
+def test_transfer_and_compress_cli():
+    r = run("transfer", "--sources", "c3d", "--targets", "c3d,motion_stream_farneback", "--method", "one-shot",
+            "--eps", "0.02", "--clips", "2", "--engine", "serial", "--json")
+    assert r.returncode == 0, r.stderr
+    out = _strict(r.stdout)
+    assert set(out) >= {"sources", "targets", "fr", "n", "params"}
+    assert out["targets"] == ["c3d", "motion_stream_farneback"] and len(out["fr"][0]) == 2
+    assert out["params"] == {"method": "one-shot", "clips": 2, "eps": 0.02}
+    r = run("compress", "synthetic:rotate_cw:2000004", "--model", "c3d", "--method", "saliency-rg", "--codec", "jpeg",
+            "--quality", "95,50", "--json")
+    assert r.returncode == 0, r.stderr
+    out = _strict(r.stdout)
+    assert out["codec"] == "jpeg" and [lv["level"] for lv in out["levels"]] == [95.0, 50.0]
+    assert out["attack"]["success"]
+    for lv in out["levels"]:
+        assert lv["survives"] == (lv["clean_ok"] and lv["adv_fooled"])
+    r = run("compress", "synthetic:rotate_cw:1", "--method", "one-shot", "--crf", "99", "--json")
+    assert r.returncode == 2 and "crf" in r.stderr

@@ -1,0 +1,1 @@
+"""Dataset-scale experiments of DeepSAVA (Mu et al.) run as :mod:`core.jobs` tasks."""

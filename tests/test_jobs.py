@@ -1,0 +1,61 @@
+"""Dataset-scale jobs: a real local Ray (2 workers) gives the serial results; caching; cancel."""
+
+import pytest
+
+from core.errors import ParameterError
+from core.experiments.transfer import transfer_matrix, transfer_task
+from core.jobs import ray_available, run_tasks
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def test_serial_runner_caches_and_cancels(tmp_path, monkeypatch):
+    monkeypatch.setenv("VRD_CACHE_DIR", str(tmp_path))
+    tasks = [{"x": i} for i in range(5)]
+    first = run_tasks(square, tasks, engine="serial")
+    assert first["results"] == [0, 1, 4, 9, 16] and first["computed"] == 5 and first["cached"] == 0
+    again = run_tasks(square, tasks + [{"x": 7}], engine="serial")  # a re-run computes only what is missing
+    assert again["results"][-1] == 49 and again["cached"] == 5 and again["computed"] == 1
+    seen = []
+    stopped = run_tasks(square, [{"x": i} for i in range(10, 14)], engine="serial",
+                        progress=lambda f, m: seen.append(f), should_stop=lambda: len(seen) >= 3)
+    assert stopped["cancelled"] == 2 and stopped["results"][2:] == [None, None] and seen[-1] == 0.5
+    with pytest.raises(ParameterError, match="engine"):
+        run_tasks(square, tasks, engine="spark")
+
+
+def test_transfer_matrix_values_and_checks():
+    out = transfer_matrix(["c3d"], ["c3d", "frame_cnn"], "one-shot", clips=3, attack_kw={"eps": 0.02},
+                          engine="serial")
+    assert out["sources"] == ["c3d"] and out["targets"] == ["c3d", "frame_cnn"]
+    one = transfer_task("c3d", 1, "one-shot", {"eps": 0.02}, ["c3d", "frame_cnn"])
+    assert one["label"] == 1 and set(one["targets"]) == {"c3d", "frame_cnn"}
+    for j, t in enumerate(out["targets"]):
+        n, k = out["n"][0][j], out["fooled"][0][j]
+        assert 0 <= k <= n <= 3 and (out["fr"][0][j] == (k / n if n else None))
+        assert len(out["examples"][0][j]) == k
+    assert out["fr"][0][0] == 1.0  # white-box one-shot at ε = 0.02 fools c3d on these clips
+    with pytest.raises(ParameterError, match="unknown model"):
+        transfer_matrix(["nope"], ["c3d"], "one-shot", clips=1)
+    with pytest.raises(ParameterError):
+        transfer_matrix(["c3d"], ["c3d"], "one-shot", clips=0)
+
+
+@pytest.mark.skipif(not ray_available(), reason="ray is not installed")
+def test_a_real_local_ray_gives_the_serial_results(tmp_path, monkeypatch):
+    import ray
+
+    monkeypatch.setenv("VRD_CACHE_DIR", "off")
+    kw = dict(sources=["c3d", "frame_cnn"], targets=["c3d", "frame_cnn"], method="one-shot", clips=3,
+              attack_kw={"eps": 0.02})
+    serial = transfer_matrix(**kw, engine="serial")
+    try:
+        par = transfer_matrix(**kw, engine="ray", workers=2)
+        assert par["engine"] == "ray" and ray.is_initialized()
+        assert ray.cluster_resources().get("CPU") == 2
+    finally:
+        ray.shutdown()
+    for k in ("fr", "n", "fooled", "examples"):
+        assert par[k] == serial[k], k
