@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/msr.py", title="Safe radius (bounds)", icon=":material/shield:"),
     st.Page("pages/attacks.py", title="Attack explorer", icon=":material/bolt:"),
     st.Page("pages/ssim_vs_lp.py", title="SSIM vs Lp", icon=":material/compare:"),
+    st.Page("pages/experiments.py", title="Experiments", icon=":material/science:"),
 ]
 
 nav = st.navigation(PAGES)

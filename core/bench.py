@@ -185,7 +185,51 @@ def bench_attacks(quick: bool = False, echo: bool = True) -> dict:
     return out
 
 
+def bench_ray(quick: bool = False, echo: bool = True) -> dict:
+    """A transfer job (one-shot on c3d, judged on c3d and frame_cnn) over N clips: serial, local Ray
+    with 1 worker and with 2 workers, side by side (no cache), and Ray's overhead on a 4-clip job."""
+    import os
+    import time
+
+    import ray
+
+    from core.experiments.transfer import transfer_matrix
+
+    old = os.environ.get("VRD_CACHE_DIR")
+    os.environ["VRD_CACHE_DIR"] = "off"
+    n = 16 if quick else 64
+    kw = dict(sources=["c3d"], targets=["c3d", "frame_cnn"], method="one-shot", attack_kw={"eps": 0.02})
+    out: dict = {"clips": n}
+    try:
+        for label, engine, workers, clips in (("serial", "serial", 1, n), ("ray 1 worker", "ray", 1, n),
+                                              ("ray 2 workers", "ray", 2, n), ("serial 4 clips", "serial", 1, 4),
+                                              ("ray 2 workers 4 clips", "ray", 2, 4)):
+            if engine == "ray":
+                ray.shutdown()
+            t0 = time.perf_counter()
+            res = transfer_matrix(**kw, clips=clips, engine=engine, workers=workers)
+            out[label] = {"seconds": time.perf_counter() - t0, "fr": res["fr"]}
+            if echo:
+                print(f"{label:24s} {out[label]['seconds']:7.2f} s  FR {res['fr']}", flush=True)
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("VRD_CACHE_DIR", None)
+        else:
+            os.environ["VRD_CACHE_DIR"] = old
+    s, r1, r2 = (out[k]["seconds"] for k in ("serial", "ray 1 worker", "ray 2 workers"))
+    out["ratios"] = {"serial / ray 2 workers": s / r2, "ray 1 worker / ray 2 workers": r1 / r2,
+                     "ray overhead 4 clips (s)": out["ray 2 workers 4 clips"]["seconds"] - out["serial 4 clips"]["seconds"],
+                     "same results": out["serial"]["fr"] == out["ray 2 workers"]["fr"] == out["ray 1 worker"]["fr"]}
+    if echo:
+        for k, v in out["ratios"].items():
+            print(f"{k:32s} {v:.2f}" if isinstance(v, float) else f"{k:32s} {v}")
+    return out
+
+
 def run_bench(target: str, quick: bool = False, echo: bool = True) -> dict:
+    if target == "ray":
+        return bench_ray(quick, echo)
     if target == "attacks":
         return bench_attacks(quick, echo)
     if target == "flow":

@@ -277,6 +277,28 @@ def cmd_compress(args: argparse.Namespace) -> dict:
     return out
 
 
+@command("saliency")
+def cmd_saliency(args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from core.experiments.saliency import saliency_maps
+    from core.inference import prepare
+    from core.video import open_video
+
+    model, spec = _load(args.model, args.device)
+    video, _, true = open_video(args.video, spec.frames, spec.size)
+    video = prepare(video, spec)
+    res = saliency_maps(model, video, None if args.label is None else spec.classes.index(args.label)
+                        if args.label in spec.classes else int(args.label), args.smoothgrad, args.sigma)
+    out = {"model": args.model, "label": res["label"], "class": spec.classes[res["label"]],
+           "true_label": None if true is None else spec.classes[true], "shape": list(res["maps"].shape),
+           "per_frame": res["per_frame"].tolist(), "smoothgrad": res["smoothgrad"], "sigma": res["sigma"]}
+    if args.out:
+        np.save(args.out, res["maps"].numpy().astype(np.float32))
+        out["saved"] = str(args.out)
+    return out
+
+
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> dict:
     from core.attacks.sweep import sweep
@@ -479,8 +501,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--crf", default="18,23,28", help="H.264 CRF levels (larger = stronger)")
     sp.add_argument("--quality", default="95,75,50", help="JPEG quality levels (smaller = stronger)")
     _add_attack_args(sp)
+    sp = add("saliency", "input-gradient saliency maps per frame (SmoothGrad optional)")
+    sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
+    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    sp.add_argument("--label", default=None, help="class (name or index) to explain; default: the predicted one")
+    sp.add_argument("--smoothgrad", type=int, default=0, help="noisy samples (0 = plain gradient)")
+    sp.add_argument("--sigma", type=float, default=0.1, help="SmoothGrad noise σ")
+    sp.add_argument("--out", default=None, help="save the maps (T, H, W) float32 as .npy")
     sp = add("bench", "speed benchmarks, measured side by side in one run")
-    sp.add_argument("target", choices=["flow", "msr", "attacks"])
+    sp.add_argument("target", choices=["flow", "msr", "attacks", "ray"])
     sp.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
     return p
 

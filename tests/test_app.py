@@ -58,7 +58,7 @@ def test_upload_mode_without_file_asks_for_one():
     assert any("upload a video" in i.value.lower() for i in at.info)
 
 
-@pytest.mark.parametrize("page", ["pages/flow.py", "pages/msr.py", "pages/attacks.py",
+@pytest.mark.parametrize("page", ["pages/flow.py", "pages/msr.py", "pages/attacks.py", "pages/experiments.py",
                                   "pages/ssim_vs_lp.py"])
 def test_other_pages_render(page):
     at = _app()
@@ -313,3 +313,26 @@ def test_attack_explorer_defaults_succeed_on_the_default_clip():
     assert not at.exception
     assert any(s.value.startswith("Success: translate_left") for s in at.success), [w.value for w in at.warning]
     assert float(_metric_value(at, "SSIM (mean)")) >= 0.99
+
+
+def test_experiments_page_transfer_compression_saliency():
+    at = _on_page("pages/experiments.py")
+    assert len([p for p in at.get("plotly_chart")]) == 1  # the saliency maps of the default models
+    at.multiselect(key="tr_sources").set_value(["c3d"])
+    at.multiselect(key="tr_targets").set_value(["c3d", "frame_cnn"])
+    at.selectbox(key="tr_method").set_value("one-shot")
+    at.number_input(key="tr_clips").set_value(2)
+    at.selectbox(key="tr_engine").set_value("serial")
+    at.run()
+    at.button(key="tr_run").click()
+    at.run()
+    assert not at.exception
+    df = next(d.value for d in at.dataframe if "FR" in d.value.columns)
+    assert list(df["target"]) == ["c3d", "frame_cnn"] and (df["n"] <= 2).all()
+    at.text_input(key="cp_levels_h264").set_value("23")
+    at.run()
+    at.button(key="cp_run").click()
+    at.run()
+    assert not at.exception
+    cp = next(d.value for d in at.dataframe if "survives" in d.value.columns)
+    assert list(cp["level"]) == [23.0]

@@ -273,3 +273,26 @@ def test_rg_saliency_is_one_heatmap_and_sweep_figures(c3d, clip):
     assert len(frames_histogram_figure(rows).data) == 4
     lv = levels_figure({"eps": [0, 0.01], "clip_accuracy": [1, 0.5], "video_accuracy": [1, 0.5]})
     assert lv.data[0].line.dash != lv.data[1].line.dash
+
+
+def test_saliency_maps_and_figures(c3d, clip):
+    from core.experiments.saliency import saliency_maps
+    from core.viz.attacks import saliency_maps_figure, transfer_figure
+
+    video, label = clip
+    clf = c3d[0]
+    r = saliency_maps(clf, video, label)
+    assert r["maps"].shape == (16, 64, 64) and (r["maps"] >= 0).all() and float(r["maps"].sum()) > 0
+    x = video.clone().requires_grad_(True)  # the same gradient by hand
+    (g,) = torch.autograd.grad(clf.logits(x)[0, label], x)
+    assert torch.allclose(r["maps"], g.abs().sum(1), atol=1e-6)
+    sg = saliency_maps(clf, video, label, smoothgrad=3, sigma=0.05)
+    assert sg["smoothgrad"] == 3 and not torch.allclose(sg["maps"], r["maps"])
+    assert all(p.grad is None for p in clf.model.parameters())
+    fig = saliency_maps_figure({"a": r["maps"].numpy(), "b": sg["maps"].numpy()}, [0, 8])
+    zmax = {t.zmax for t in fig.data}
+    assert len(fig.data) == 4 and len(zmax) == 1  # one shared colour scale
+    out = {"sources": ["a"], "targets": ["a", "b"], "fr": [[1.0, None]], "fooled": [[2, 0]], "n": [[2, 0]],
+           "params": {"method": "one-shot"}}
+    tf = transfer_figure(out)
+    assert tf.data[0].text[0] == ["1.00<br>2/2", "—"]

@@ -174,3 +174,40 @@ def levels_figure(lvl: dict) -> go.Figure:
     fig.update_layout(height=300, xaxis_title="ε", yaxis_title="accuracy", yaxis=dict(range=[-0.03, 1.03]),
                       margin=dict(l=10, r=10, t=30, b=30))
     return fig
+
+
+def saliency_maps_figure(maps: dict[str, np.ndarray], frames: list[int], shared: bool = True) -> go.Figure:
+    """Saliency maps of several models on the same clip: one row per model, one column per chosen
+    frame, **one colour scale** for all panels (the 99.5th percentile of every map), so the rows
+    compare (DeepSAVA App. D)."""
+    names = list(maps)
+    top = float(np.percentile(np.concatenate([np.asarray(m)[frames].ravel() for m in maps.values()]), 99.5)) or 1.0
+    fig = make_subplots(len(names), len(frames), horizontal_spacing=0.01, vertical_spacing=0.04,
+                        column_titles=[f"frame {f}" for f in frames], row_titles=names)
+    for i, n in enumerate(names, start=1):
+        m = np.asarray(maps[n])
+        zmax = top if shared else (float(np.percentile(m[frames], 99.5)) or 1.0)
+        for j, f in enumerate(frames, start=1):
+            fig.add_trace(go.Heatmap(z=m[f], zmin=0, zmax=zmax, colorscale="Inferno", showscale=(i == 1 and j == 1),
+                                     colorbar=dict(title="|∂logit/∂x|", thickness=10)), i, j)
+            fig.update_xaxes(visible=False, row=i, col=j)
+            fig.update_yaxes(visible=False, autorange="reversed", scaleanchor=f"x{(i - 1) * len(frames) + j}"
+                             if (i, j) != (1, 1) else "x", row=i, col=j)
+    fig.update_layout(height=140 * len(names) + 60, margin=dict(l=10, r=10, t=40, b=10),
+                      title="input-gradient saliency (one colour scale)" if shared else "input-gradient saliency")
+    return fig
+
+
+def transfer_figure(out: dict) -> go.Figure:
+    """The transferability matrix as a heatmap: FR per (source row, target column) with the
+    counts "fooled/n" written in each cell (— where no clip qualified)."""
+    fr = [[np.nan if v is None else v for v in row] for row in out["fr"]]
+    text = [[("—" if f is None else f"{f:.2f}<br>{k}/{n}") for f, k, n in zip(fr_row, k_row, n_row)]
+            for fr_row, k_row, n_row in zip(out["fr"], out["fooled"], out["n"])]
+    fig = go.Figure(go.Heatmap(z=fr, x=out["targets"], y=out["sources"], zmin=0, zmax=1, colorscale="Reds",
+                               text=text, texttemplate="%{text}", colorbar=dict(title="FR", thickness=10),
+                               hovertemplate="source %{y} → target %{x}: %{text}<extra></extra>"))
+    fig.update_layout(height=120 + 50 * len(out["sources"]), xaxis_title="target (judges the adversarial clip)",
+                      yaxis_title="source (crafts it)", yaxis=dict(autorange="reversed"),
+                      margin=dict(l=10, r=10, t=30, b=40), title=f"fooling rate — {out['params'].get('method')}")
+    return fig

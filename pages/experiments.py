@@ -1,0 +1,133 @@
+"""DeepSAVA's dataset-scale experiments (Mu et al.): transferability (Tab. 12), compression
+survival (§4.2.3) and saliency maps of different models (App. D). Jobs run as core.jobs tasks: an
+embedded local Ray by default, results cached by content so a re-run only computes what is missing."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from core.attacks import METHODS
+from core.errors import CoreError
+from core.jsonutil import dumps
+from core.models import available_models
+from core.viz.attacks import saliency_maps_figure, transfer_figure
+from pages.common import current, keep, load_shipped_model, require_model_and_clip
+
+st.title("Experiments")
+st.markdown("DeepSAVA's experiments over many clips and models: **transferability** of adversarial clips "
+            "between models, **compression** as a defence, **saliency maps** of different models. Each has a "
+            "CLI twin (`python -m core transfer | compress | saliency`).")
+sel = current()
+shipped = [c["name"] for c in available_models()]
+keep("tr_sources", "tr_targets", "tr_method", "tr_eps", "tr_clips", "tr_engine", "tr_workers", "cp_method",
+     "cp_codec", "cp_levels", "sal_models", "sal_smooth", "sal_frames",
+     valid={"tr_sources": lambda ms: all(m in shipped for m in ms), "tr_targets": lambda ms: all(m in shipped for m in ms),
+            "sal_models": lambda ms: all(m in shipped for m in ms)})
+INKAWHICH = ("one-shot", "saliency", "saliency-rg")
+
+
+@st.cache_data(show_spinner="Computing gradients…", max_entries=32)
+def _maps(model: str, video_key: str, label: int | None, smooth: int, _video):
+    from core.experiments.saliency import saliency_maps
+
+    return saliency_maps(load_shipped_model(model)[0], _video, label, smooth)["maps"].numpy()
+tab1, tab2, tab3 = st.tabs(["Transferability", "Compression", "Saliency maps"])
+
+with tab1:
+    c = st.columns(3)
+    sources = c[0].multiselect("Source models (craft)", shipped, default=["c3d", "cnn_lstm"], key="tr_sources")
+    targets = c[1].multiselect("Target models (judge)", shipped,
+                               default=["c3d", "cnn_lstm", "frame_cnn", "motion_stream_farneback"], key="tr_targets")
+    method = c[2].selectbox("Attack", METHODS, key="tr_method")
+    c = st.columns(4)
+    kw: dict = {}
+    if method in INKAWHICH:
+        kw["eps"] = c[0].number_input("ε", 0.001, 0.5, 0.02, 0.001, format="%.3f", key="tr_eps")
+    else:
+        kw.update(frames=1, max_iters=40)
+        if method == "deepsava":
+            kw["select"] = "first"
+        c[0].caption("Sparse attacks: 1 key frame, 40 iterations (first frame for DeepSAVA) to keep jobs short.")
+    clips = int(c[1].number_input("Test clips", 1, 400, 8, key="tr_clips"))
+    engine = c[2].selectbox("Engine", ["auto", "ray", "serial"], key="tr_engine",
+                            help="auto: an embedded local Ray when installed (else serial); set RAY_ADDRESS to join a cluster")
+    workers = int(c[3].number_input("Ray workers", 1, 64, 2, key="tr_workers"))
+    key = json.dumps([sources, targets, method, kw, clips])
+    store = st.session_state.setdefault("transfer", {})
+    b1, b2 = st.columns([1, 5])
+    if b1.button("Run", type="primary", key="tr_run", disabled=not sources or not targets):
+        from core.experiments.transfer import transfer_matrix
+
+        bar = st.progress(0.0, text="starting…")
+        try:
+            store[key] = transfer_matrix(sources, targets, method, clips, kw, engine=engine, workers=workers,
+                                         progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+        except CoreError as e:
+            st.error(str(e))
+        bar.empty()
+        while len(store) > 8:
+            store.pop(next(iter(store)))
+    b2.button("■ Stop", key="tr_stop", help="Any click stops a running job; finished tasks stay cached.")
+    out = store.get(key)
+    if out is None:
+        st.info("Choose sources, targets and an attack, then **Run**. One task per (source, clip).")
+    else:
+        st.caption(f"engine: {out['engine']} · {out['computed']} computed, {out['cached']} from the cache"
+                   + (f", {out['cancelled']} cancelled" if out["cancelled"] else "") +
+                   ". n = clips that source and target both classify correctly when clean; the diagonal is "
+                   "white-box.")
+        st.plotly_chart(transfer_figure(out), width="stretch", key="tr_fig")
+        rows = [{"source": s, "target": t, "FR": out["fr"][i][j], "fooled": out["fooled"][i][j], "n": out["n"][i][j],
+                 "fooled clips": ", ".join(map(str, out["examples"][i][j]))}
+                for i, s in enumerate(out["sources"]) for j, t in enumerate(out["targets"])]
+        df = pd.DataFrame(rows)
+        st.dataframe(df, hide_index=True, width="stretch", key="tr_table")
+        d1, d2 = st.columns(2)
+        d1.download_button("Matrix (CSV)", df.to_csv(index=False), "transfer.csv", "text/csv", key="tr_csv")
+        d2.download_button("Result (JSON)", dumps(out, indent=2), "transfer.json", "application/json", key="tr_json")
+        st.caption("Drill down: open any fooled clip as `synthetic:<class>:<2000000 + clip>` in the sidebar "
+                   "(class = clip mod 8) and attack it on the Attack explorer.")
+
+with tab2:
+    video = require_model_and_clip(sel)
+    c = st.columns(3)
+    cm = c[0].selectbox("Attack", METHODS, index=METHODS.index("saliency-rg"), key="cp_method")
+    codec = c[1].selectbox("Codec", ["h264", "jpeg"], key="cp_codec",
+                           format_func={"h264": "H.264 (CRF)", "jpeg": "JPEG (quality)"}.get)
+    levels_text = c[2].text_input("Levels", "18,23,28" if codec == "h264" else "95,75,50", key=f"cp_levels_{codec}")
+    if st.button("Run", type="primary", key="cp_run"):
+        from core.experiments.compression import compression_survival
+
+        try:
+            levels = [float(v) for v in levels_text.split(",")]
+            akw = {"eps": 0.01} if cm in INKAWHICH else {"max_iters": 60}
+            label = sel.true_label if sel.true_label is not None else sel.model.predict(video)[0]
+            with st.spinner("Attacking, then compressing at every level…"):
+                st.session_state["compress"] = compression_survival(sel.model, video, label, cm, codec, levels, akw)
+        except ValueError:
+            st.error("Levels must be comma-separated numbers.")
+        except CoreError as e:
+            st.error(str(e))
+    res = st.session_state.get("compress")
+    if res is not None:
+        a = res["attack"]
+        st.markdown(f"**{res['method']}**: attack {'succeeded' if a['success'] else 'failed'} (SSIM {a['ssim']:.4f}).")
+        df = pd.DataFrame(res["levels"])
+        st.dataframe(df, hide_index=True, width="stretch", key="cp_table")
+        st.download_button("Result (JSON)", dumps(res, indent=2), "compression.json", "application/json", key="cp_json")
+        st.caption("survives = the compressed adversarial clip is still misclassified while the compressed clean "
+                   "clip is still classified correctly.")
+
+with tab3:
+    video = require_model_and_clip(sel)
+    c = st.columns(3)
+    models = c[0].multiselect("Models", shipped, default=["cnn_lstm", "c3d"], key="sal_models")
+    smooth = int(c[1].number_input("SmoothGrad samples (0 = plain)", 0, 64, 0, key="sal_smooth"))
+    T = video.shape[0]
+    frames = c[2].multiselect("Frames", list(range(T)), default=[0, T // 2, T - 1], key="sal_frames")
+    if models and frames:
+        maps = {m: _maps(m, sel.video_key, sel.true_label, smooth, video) for m in models}
+        st.plotly_chart(saliency_maps_figure(maps, sorted(frames)), width="stretch", key="sal_fig")
+        st.caption("One colour scale for every panel (99.5th percentile of all maps shown). Adversarially trained "
+                   "and certified models are not shipped yet, so this compares the regular models.")
