@@ -299,6 +299,33 @@ def cmd_saliency(args: argparse.Namespace) -> dict:
     return out
 
 
+@command("advtrain")
+def cmd_advtrain(args: argparse.Namespace) -> dict:
+    from core.models.advtrain import adversarial_train
+
+    return adversarial_train(args.model, args.method, eps=args.eps, steps=args.steps, epochs=args.epochs,
+                             n_train=args.n_train, seed=args.seed, device=args.device,
+                             progress=None if args.json else print, resume=not args.restart)
+
+
+@command("robust")
+def cmd_robust(args: argparse.Namespace) -> dict:
+    from core.experiments.robust import robust_table
+
+    attacks = {}
+    for m in [a.strip() for a in args.methods.split(",") if a.strip()]:
+        attacks[m] = ({"eps": args.eps} if m in ("one-shot", "saliency", "saliency-rg") else
+                      {"frames": 1, "max_iters": args.max_iters, **({"select": "first"} if m == "deepsava" else {})})
+    log = None if args.json else (lambda f, s: print(f"{f:6.1%}  {s}", flush=True))
+    out = robust_table(_names(args.models, "models"), attacks, clips=args.clips, engine=args.engine,
+                       workers=args.workers, progress=log)
+    if not args.json:
+        print(f"{'model':22s} {'attack':12s} {'clean':>7s} {'robust':>7s}   n")
+        for r in out["rows"]:
+            print(f"{r['model']:22s} {r['attack']:12s} {r['clean_accuracy']:7.3f} {r['robust_accuracy']:7.3f} {r['n']:3d}")
+    return out
+
+
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> dict:
     from core.attacks.sweep import sweep
@@ -501,6 +528,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--crf", default="18,23,28", help="H.264 CRF levels (larger = stronger)")
     sp.add_argument("--quality", default="95,75,50", help="JPEG quality levels (smaller = stronger)")
     _add_attack_args(sp)
+    sp = add("advtrain", "adversarially train a shipped model (PGD-AT, fine-tuned; resumable) into assets/models")
+    sp.add_argument("--model", default="cnn_lstm", choices=["cnn_lstm", "cnn_gru", "cnn_rnn", "c3d", "frame_cnn"])
+    sp.add_argument("--method", default="pgd", choices=["pgd"])
+    sp.add_argument("--eps", type=float, default=0.01, help="pixel ℓ∞ radius")
+    sp.add_argument("--steps", type=int, default=3, help="PGD steps in training")
+    sp.add_argument("--epochs", type=int, default=4)
+    sp.add_argument("--n-train", type=int, default=1600)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--restart", action="store_true", help="ignore a checkpoint and start over")
+    sp = add("robust", "clean vs robust accuracy of models under attacks (DeepSAVA Tab. 11)")
+    sp.add_argument("--models", default="cnn_lstm,cnn_lstm_pgd_at")
+    sp.add_argument("--methods", default="one-shot,saliency-rg,deepsava")
+    sp.add_argument("--eps", type=float, default=0.01, help="ε of the Inkawhich attacks")
+    sp.add_argument("--max-iters", type=int, default=40, help="iterations of the sparse attacks")
+    sp.add_argument("--clips", type=int, default=16)
+    sp.add_argument("--engine", default="auto", choices=["auto", "ray", "serial"])
+    sp.add_argument("--workers", type=int, default=2)
     sp = add("saliency", "input-gradient saliency maps per frame (SmoothGrad optional)")
     sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
     sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)

@@ -21,7 +21,7 @@ st.markdown("DeepSAVA's experiments over many clips and models: **transferabilit
 sel = current()
 shipped = [c["name"] for c in available_models()]
 keep("tr_sources", "tr_targets", "tr_method", "tr_eps", "tr_clips", "tr_engine", "tr_workers", "cp_method",
-     "cp_codec", "cp_levels", "sal_models", "sal_smooth", "sal_frames",
+     "cp_codec", "cp_levels", "sal_models", "sal_smooth", "sal_frames", "rb_models", "rb_methods", "rb_clips",
      valid={"tr_sources": lambda ms: all(m in shipped for m in ms), "tr_targets": lambda ms: all(m in shipped for m in ms),
             "sal_models": lambda ms: all(m in shipped for m in ms)})
 INKAWHICH = ("one-shot", "saliency", "saliency-rg")
@@ -32,7 +32,7 @@ def _maps(model: str, video_key: str, label: int | None, smooth: int, _video):
     from core.experiments.saliency import saliency_maps
 
     return saliency_maps(load_shipped_model(model)[0], _video, label, smooth)["maps"].numpy()
-tab1, tab2, tab3 = st.tabs(["Transferability", "Compression", "Saliency maps"])
+tab1, tab4, tab2, tab3 = st.tabs(["Transferability", "Robust accuracy", "Compression", "Saliency maps"])
 
 with tab1:
     c = st.columns(3)
@@ -88,6 +88,41 @@ with tab1:
         d2.download_button("Result (JSON)", dumps(out, indent=2), "transfer.json", "application/json", key="tr_json")
         st.caption("Drill down: open any fooled clip as `synthetic:<class>:<2000000 + clip>` in the sidebar "
                    "(class = clip mod 8) and attack it on the Attack explorer.")
+
+with tab4:
+    st.markdown("Clean vs robust accuracy of regular and adversarially trained models under every attack "
+                "(DeepSAVA Tab. 11). Train more with `python -m core advtrain --model M --method pgd`.")
+    c = st.columns(3)
+    at_default = [m for m in ("cnn_lstm", "cnn_lstm_pgd_at") if m in shipped]
+    rb_models = c[0].multiselect("Models", shipped, default=at_default, key="rb_models")
+    rb_methods = c[1].multiselect("Attacks", METHODS, default=["one-shot", "saliency-rg"], key="rb_methods")
+    rb_clips = int(c[2].number_input("Test clips", 1, 400, 8, key="rb_clips"))
+    rkey = json.dumps([rb_models, rb_methods, rb_clips])
+    rstore = st.session_state.setdefault("robust", {})
+    if st.button("Run", type="primary", key="rb_run", disabled=not rb_models or not rb_methods):
+        from core.experiments.robust import robust_table
+
+        attacks = {m: ({"eps": 0.01} if m in INKAWHICH else
+                       {"frames": 1, "max_iters": 40, **({"select": "first"} if m == "deepsava" else {})})
+                   for m in rb_methods}
+        bar = st.progress(0.0, text="starting…")
+        try:
+            rstore[rkey] = robust_table(rb_models, attacks, rb_clips,
+                                        progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+        except CoreError as e:
+            st.error(str(e))
+        bar.empty()
+    rout = rstore.get(rkey)
+    if rout is not None:
+        rdf = pd.DataFrame([{k: r[k] for k in ("model", "attack", "clean_accuracy", "robust_accuracy", "n")}
+                            for r in rout["rows"]])
+        st.dataframe(rdf, hide_index=True, width="stretch", key="rb_table")
+        st.download_button("Table (CSV)", rdf.to_csv(index=False), "robust_accuracy.csv", "text/csv", key="rb_csv")
+    cards = [c for c in available_models() if "adversarial_training" in c]
+    if cards:
+        st.caption("Model cards of the adversarially trained models (PGD-10 robust accuracy measured at training): " +
+                   "; ".join(f"{c['name']}: clean {c['test_accuracy']:.3f}, robust {c['robust_accuracy_pgd10']:.3f} "
+                             f"(regular {c['regular_robust_accuracy_pgd10']:.3f})" for c in cards))
 
 with tab2:
     video = require_model_and_clip(sel)

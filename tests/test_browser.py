@@ -139,6 +139,8 @@ def test_upload_and_settings_survive_page_changes(tmp_path):
         page.get_by_role("heading", name="Attack explorer").wait_for()
         page.get_by_text("Using the uploaded mine.mp4", exact=False).wait_for()
         assert page.get_by_text("Choose a clip").count() == 0
+        select_option(page, "Attack", "One-shot")
+        wait_idle(page)
         set_number(page, "ε (per-pixel step)", "0.020")
         nav_to(page, "Optical flow")
         page.get_by_role("heading", name="Optical flow").wait_for()

@@ -33,6 +33,7 @@ ARCHITECTURES: dict[str, str] = {
     "motion_stream": "differentiable Horn–Schunck flow inside the model + stacked-flow 2D CNN",
     "motion_stream_farneback": "OpenCV Farneback flow (non-differentiable) + stacked-flow 2D CNN",
     "motion_stream_tvl1": "scikit-image TV-L1 flow (non-differentiable) + stacked-flow 2D CNN",
+    "cnn_lstm_pgd_at": "per-frame CNN + LSTM, PGD adversarial training (pixel ℓ∞ 0.01; core.models.advtrain)",
 }
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 DEFAULT_MODEL = "cnn_lstm"
@@ -40,6 +41,9 @@ DEFAULT_MODEL = "cnn_lstm"
 
 def build(name: str, num_classes: int = len(CLASSES), frames: int = 16) -> nn.Module:
     """A fresh (untrained) model of a shipped architecture."""
+    for suffix in ("_pgd_at", "_sava_at"):  # adversarially trained twins share their base's architecture
+        if name.endswith(suffix):
+            return build(name[: -len(suffix)], num_classes, frames)
     if name in ("cnn_lstm", "cnn_gru", "cnn_rnn"):
         return CNNRecurrent(num_classes, head=name.split("_")[1])  # type: ignore[arg-type]
     if name == "c3d":
