@@ -173,3 +173,14 @@ def test_robust_scale_ignores_a_border_outlier_and_says_how_much_it_clips():
     with pytest.raises(ValueError, match="percentile"):
         robust_max([f], 0)
     assert robust_max([np.zeros((2, 4, 4))])[0] == 1.0  # still flow: a positive scale, no division by 0
+
+
+def test_subplot_images_keep_square_pixels_and_separate_colour_bars():
+    from core.viz.flow import comparison_figure, direction_figure
+
+    a, b = np.random.rand(2, 16, 24), np.random.rand(2, 16, 24)
+    f = comparison_figure(a, b, "magnitude")
+    assert [f.layout[ax].scaleanchor for ax in ("yaxis", "yaxis2", "yaxis3")] == ["x", "x2", "x3"]
+    xs = [t.colorbar.x for t in f.data]
+    assert len(set(xs)) == 3  # one colour bar per panel, not stacked on each other
+    assert direction_figure(a).layout.yaxis2.scaleanchor == "x2"

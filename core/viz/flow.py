@@ -117,10 +117,14 @@ def colormap(values: np.ndarray, vmin: float, vmax: float, scale: str = "Viridis
 
 
 def _img_axes(fig: go.Figure, row: int | None = None, col: int | None = None) -> None:
+    """Image axes: no ticks, y down, square pixels (each subplot's y axis anchored to its own x)."""
     kw = {} if row is None else {"row": row, "col": col}
+    anchor = "x"
+    if row is not None:
+        anchor = fig.get_subplot(row, col).xaxis.plotly_name.replace("axis", "")  # "xaxis2" -> "x2"
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, **kw)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
-                     scaleanchor="x" if row is None else None, **kw)
+                     scaleanchor=anchor, **kw)
 
 
 def to_uint8(frame: ArrayLike) -> np.ndarray:
