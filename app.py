@@ -6,6 +6,8 @@ rendered by ``pages.common.current()`` at the top of each page.
 
 import streamlit as st
 
+from pages.common import sidebar
+
 st.set_page_config(page_title="Video robustness", page_icon=":material/movie:", layout="wide")
 
 PAGES = [
@@ -18,4 +20,6 @@ PAGES = [
 ]
 
 nav = st.navigation(PAGES)
-nav.run()  # each page renders the shared sidebar through pages.common.current()
+sidebar()  # the common frame, rendered once here; pages read the selection with pages.common.current()
+st.session_state["_sidebar_drawn"] = True
+nav.run()

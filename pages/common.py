@@ -217,8 +217,8 @@ def forget(*keys: str) -> None:
 
 
 def sidebar() -> Selection:
-    """Render the shared sidebar and store the selection in ``st.session_state['selection']``."""
-    _leave_legacy_multipage_mode()
+    """Render the shared sidebar (``app.py`` does, once per run, before the page) and store the
+    selection in ``st.session_state['selection']``."""
     sb = st.sidebar
     sb.header("Model")
     names = [c["name"] for c in available_models()]
@@ -319,8 +319,14 @@ def sidebar() -> Selection:
 
 
 def current() -> Selection:
-    """Render the shared sidebar (which first leaves Streamlit's legacy ``pages/`` mode) and return
-    the current selection."""
+    """The selection made in the shared sidebar, which ``app.py`` renders once per run before the
+    page (``app.py`` marks the run; the page consumes the mark). A page run on its own renders the
+    sidebar itself."""
+    if st.session_state.pop("_sidebar_drawn", False):
+        return st.session_state["selection"]
+    # The page runs alone: Streamlit's legacy pages/ mode (a fresh server opened on a page URL, and
+    # every AppTest run after the first). Leave it (one rerun through app.py) and draw the sidebar here.
+    _leave_legacy_multipage_mode()
     return sidebar()
 
 

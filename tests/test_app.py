@@ -166,10 +166,15 @@ def test_msr_page_start_pause_resume_stop():
 
 def _on_page(page: str, model: str = "c3d", cls: str = "rotate_cw", seed: int = 2000004) -> AppTest:
     at = _app()
-    at.session_state["pref_model"], at.session_state["pref_class"], at.session_state["pref_seed"] = model, cls, seed
+    at.selectbox(key="model_choice").set_value(model)  # the sidebar, drawn once by app.py
+    at.selectbox(key="syn_class").set_value(cls)
+    at.number_input(key="syn_seed").set_value(seed)
+    at.run()
     at.switch_page(page)
     at.run()
     assert not at.exception
+    sel = at.session_state["selection"]
+    assert sel.model_key.startswith(model + ":") and sel.video_key.startswith(f"synthetic:{cls}:{seed}:")
     return at
 
 

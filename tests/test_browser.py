@@ -137,14 +137,17 @@ def test_upload_and_settings_survive_page_changes(tmp_path):
         page.get_by_text("Clip: mine.mp4").wait_for()
         nav_to(page, "Attack explorer")
         page.get_by_role("heading", name="Attack explorer").wait_for()
-        page.get_by_text("Using the uploaded mine.mp4", exact=False).wait_for()
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_text("mine.mp4").first.wait_for()  # the upload is still the clip …
+        page.get_by_role("button", name="Run attack").wait_for()  # … and the page has one to attack
         assert page.get_by_text("Choose a clip").count() == 0
         select_option(page, "Attack", "One-shot")
         wait_idle(page)
         set_number(page, "ε (per-pixel step)", "0.020")
         nav_to(page, "Optical flow")
         page.get_by_role("heading", name="Optical flow").wait_for()
-        page.get_by_text("Using the uploaded mine.mp4", exact=False).wait_for()
+        sidebar.get_by_text("mine.mp4").first.wait_for()
+        assert page.get_by_text("Choose a clip").count() == 0
         nav_to(page, "Attack explorer")
         page.get_by_role("heading", name="Attack explorer").wait_for()
         eps = page.locator('[data-testid="stNumberInput"]').filter(has_text="ε (per-pixel step)").locator("input")
