@@ -328,10 +328,7 @@ def cmd_robust(args: argparse.Namespace) -> dict:
 
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> dict:
-    from core.attacks.sweep import sweep
-
-    models = {m: _load(m, args.device) for m in args.models.split(",")}
-    bb = _load(args.black_box, args.device) if args.black_box else None
+    from core.attacks.sweep import sweep, sweep_jobs
     from core.errors import ParameterError
 
     log = None if args.json else (lambda f, s: print(f"{f:6.1%}  {s}"))
@@ -339,6 +336,12 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
         eps = [float(e) for e in args.eps.split(",")]
     except ValueError:
         raise ParameterError(f"--eps must be comma-separated numbers, got {args.eps!r}") from None
+    if args.engine != "inprocess":  # one job task per (model, attack, ε, clip): Ray or serial, cached
+        return sweep_jobs(_names(args.models, "models"), args.methods.split(","), n_clips=args.clips, eps_values=eps,
+                          frames=args.frames, select=args.select, black_box=args.black_box, engine=args.engine,
+                          workers=args.workers, address=args.address, progress=log)
+    models = {m: _load(m, args.device) for m in args.models.split(",")}
+    bb = _load(args.black_box, args.device) if args.black_box else None
     return sweep(models, args.methods.split(","), n_clips=args.clips, eps_values=eps, frames=args.frames,
                  select=args.select, black_box=bb, progress=log)
 
@@ -512,6 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--frames", type=int, default=1)
     sp.add_argument("--select", default="first", choices=["bo", "random", "brute", "first"])
     sp.add_argument("--black-box", default=None, choices=MODEL_NAMES)
+    sp.add_argument("--engine", default="auto", choices=["auto", "ray", "serial", "inprocess"],
+                    help="auto: one task per clip on an embedded local Ray (serial without Ray); inprocess: "
+                         "one loop here, no task cache")
+    sp.add_argument("--workers", type=int, default=2, help="Ray workers (local Ray)")
+    sp.add_argument("--address", default=None, help="join a Ray cluster (ray://host:port; default $RAY_ADDRESS)")
     sp = add("transfer", "transferability matrix: attacks crafted on each source model, judged on every target")
     sp.add_argument("--sources", required=True, help="comma-separated shipped models")
     sp.add_argument("--targets", required=True, help="comma-separated shipped models (black-box flow models too)")

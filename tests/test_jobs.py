@@ -50,12 +50,47 @@ def test_a_real_local_ray_gives_the_serial_results(tmp_path, monkeypatch):
     monkeypatch.setenv("VRD_CACHE_DIR", "off")
     kw = dict(sources=["c3d", "frame_cnn"], targets=["c3d", "frame_cnn"], method="one-shot", clips=3,
               attack_kw={"eps": 0.02})
+    from core.attacks.sweep import sweep_jobs
+
     serial = transfer_matrix(**kw, engine="serial")
+    skw = dict(n_clips=2, eps_values=[0.02])
+    sweep_serial = sweep_jobs(["c3d", "frame_cnn"], ["one-shot", "saliency-rg"], engine="serial", **skw)
     try:
         par = transfer_matrix(**kw, engine="ray", workers=2)
         assert par["engine"] == "ray" and ray.is_initialized()
         assert ray.cluster_resources().get("CPU") == 2
+        sweep_ray = sweep_jobs(["c3d", "frame_cnn"], ["one-shot", "saliency-rg"], engine="ray", **skw)
     finally:
         ray.shutdown()
+    assert sweep_ray["engine"] == "ray"
+    assert [(r["model"], r["method"], r["FR"], r["successes"]) for r in sweep_ray["rows"]] == \
+        [(r["model"], r["method"], r["FR"], r["successes"]) for r in sweep_serial["rows"]]
     for k in ("fr", "n", "fooled", "examples"):
         assert par[k] == serial[k], k
+
+
+def _comparable(rows):
+    drop = ("mean_seconds",)
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def test_sweep_jobs_equal_the_in_process_sweep(monkeypatch):
+    import math
+
+    from core.attacks.sweep import sweep, sweep_jobs
+    from core.models import load_classifier
+
+    monkeypatch.setenv("VRD_CACHE_DIR", "off")
+    kw = dict(n_clips=3, eps_values=[0.005, 0.02])
+    ref = sweep({"c3d": load_classifier("c3d")}, ["one-shot"], **kw)
+    jobs = sweep_jobs(["c3d"], ["one-shot"], engine="serial", **kw)
+    a, b = _comparable(ref["rows"]), _comparable(jobs["rows"])
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        for k in x:
+            if isinstance(x[k], float) and math.isnan(x[k]):
+                assert math.isnan(y[k]), k
+            else:
+                assert x[k] == (pytest.approx(y[k]) if isinstance(x[k], float) else y[k]), k
+    with pytest.raises(ParameterError, match="unknown model"):
+        sweep_jobs(["nope"], ["one-shot"])

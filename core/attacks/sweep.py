@@ -63,6 +63,63 @@ def test_clips(n: int, frames: int, size: int) -> list[tuple[torch.Tensor, int]]
             for j in range(n)]
 
 
+def sweep_task(model: str, method: str, eps: float | None, clip: int, frames: int, select: str, attack_kw: dict,
+               black_box: str | None = None) -> dict:
+    """One (model, attack, ε, test clip) of a sweep as a job task: a small, cacheable record with
+    what :func:`summarise` reads (``skipped`` when the judging model gets the clean clip wrong)."""
+    from core.experiments.transfer import _model
+
+    clf = _model(model)
+    judge = _model(black_box) if black_box else clf
+    video, label = test_clips(clip + 1, clf.spec.frames, clf.spec.size)[clip]
+    if judge.fork().predict(video)[0] != label:
+        return {"skipped": True}
+    kw = dict(attack_kw)
+    if black_box:
+        kw["success_model"] = judge
+    r = make_attack(method, clf, eps=0.01 if eps is None else eps, frames=frames, select=select, **kw)(video, label)
+    return {"skipped": False, "success": bool(r.success), "iterations": int(r.iterations),
+            "distances": {"l21_norm": float(r.distances["l21_norm"]), "ssim": float(r.distances["ssim"])},
+            "perturbed_frames": list(r.perturbed_frames), "seconds": float(r.seconds), "queries": int(r.queries)}
+
+
+def sweep_jobs(models: list[str], methods: list[str], n_clips: int = 8, eps_values: list[float] | None = None,
+               frames: int = 1, select: str = "first", black_box: str | None = None, engine: str = "auto",
+               workers: int = 2, address: str | None = None, progress: Callable[[float, str], None] | None = None,
+               should_stop: Callable[[], bool] | None = None, **attack_kw) -> dict:
+    """:func:`sweep` over shipped models as :mod:`core.jobs` tasks — one per (model, attack, ε,
+    clip), on a local Ray or a cluster, cached by content — with the same rows."""
+    from types import SimpleNamespace
+
+    from core.attacks import DENSE
+    from core.checks import check_range
+    from core.errors import ParameterError
+    from core.jobs import run_tasks
+    from core.models import MODEL_NAMES
+    from core.types import AttackName, parse
+
+    eps_values = [0.01] if eps_values is None else [check_range("eps", e, 0.0, 1.0) for e in eps_values]
+    n_clips = int(check_range("clips", n_clips, 1, 100_000))
+    for m in list(models) + ([black_box] if black_box else []):
+        if m not in MODEL_NAMES:
+            raise ParameterError(f"unknown model {m!r}; expected one of {', '.join(MODEL_NAMES)}")
+    methods = [str(parse(AttackName, m, "attack")) for m in methods]
+    plan = [(m, a, e) for m in models for a in methods for e in (eps_values if a in DENSE else [None])]
+    tasks = [{"model": m, "method": a, "eps": e, "clip": c, "frames": frames, "select": select,
+              "attack_kw": dict(attack_kw), "black_box": black_box} for m, a, e in plan for c in range(n_clips)]
+    run = run_tasks(sweep_task, tasks, engine=engine, workers=workers, address=address, progress=progress,
+                    should_stop=should_stop)
+    rows = []
+    for m, a, e in plan:
+        recs = [r for t, r in zip(tasks, run["results"]) if r is not None and (t["model"], t["method"], t["eps"]) == (m, a, e)]
+        skipped = sum(r["skipped"] for r in recs)
+        results = [SimpleNamespace(**r) for r in recs if not r["skipped"]]
+        rows.append({"model": m, "method": a, "eps": e, **summarise(results, skipped),
+                     "clip_accuracy": sum(not r.success for r in results) / max(len(results) + skipped, 1)})
+    return {"rows": rows, "stopped": run["cancelled"] > 0, "n_clips": n_clips, "frames": frames, "select": select,
+            "black_box": black_box, **{k: run[k] for k in ("engine", "cached", "computed", "cancelled")}}
+
+
 def sweep(models: dict[str, tuple], methods: list[str], n_clips: int = 8, eps_values: list[float] | None = None,
           frames: int = 1, select: str = "first", black_box: tuple | None = None,
           progress: Callable[[float, str], None] | None = None, should_stop: Callable[[], bool] | None = None,
