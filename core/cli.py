@@ -326,6 +326,23 @@ def cmd_robust(args: argparse.Namespace) -> dict:
     return out
 
 
+@command("msrset")
+def cmd_msrset(args: argparse.Namespace) -> dict:
+    from core.experiments.msr_set import msr_over_clips
+
+    params = {"metric": args.metric, "tau": args.tau, "budget": args.budget, "flows": _ints(args.flows),
+              "block": args.block, "max_iters": args.max_iters, "time_limit": args.time_limit,
+              "certify": not args.no_certify}
+    log = None if args.json else (lambda f, s: print(f"{f:6.1%}  {s}", flush=True))
+    out = msr_over_clips(args.model, args.clips, params, engine=args.engine, workers=args.workers,
+                         address=args.address, progress=log)
+    if not args.json:
+        for r in out["rows"]:
+            print(f"clip {r['clip']:3d} {r['label']:16s} lower {r['lower']:.4g}  upper {r['upper']:.4g}  "
+                  f"certified {r['certified_lower'] if r['certified_lower'] is not None else '—'}")
+    return out
+
+
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> dict:
     from core.attacks.sweep import sweep, sweep_jobs
@@ -553,6 +570,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--clips", type=int, default=16)
     sp.add_argument("--engine", default="auto", choices=["auto", "ray", "serial"])
     sp.add_argument("--workers", type=int, default=2)
+    sp = add("msrset", "MSR bounds over the first N test clips, one job task per clip (Ray or serial)")
+    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    sp.add_argument("--clips", type=int, default=4)
+    sp.add_argument("--metric", default="l2", choices=["l1", "l2", "linf"])
+    sp.add_argument("--tau", type=float, default=0.5)
+    sp.add_argument("--budget", type=float, default=300.0)
+    sp.add_argument("--flows", default=None, help="frame pairs, e.g. 7 or 3,7 (default: all)")
+    sp.add_argument("--block", type=int, default=16)
+    sp.add_argument("--max-iters", type=int, default=50)
+    sp.add_argument("--time-limit", type=float, default=600.0, help="seconds per clip (keep it non-binding)")
+    sp.add_argument("--no-certify", action="store_true")
+    sp.add_argument("--engine", default="auto", choices=["auto", "ray", "serial"])
+    sp.add_argument("--workers", type=int, default=2)
+    sp.add_argument("--address", default=None, help="join a Ray cluster (ray://host:port; default $RAY_ADDRESS)")
     sp = add("saliency", "input-gradient saliency maps per frame (SmoothGrad optional)")
     sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
     sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)

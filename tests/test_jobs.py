@@ -94,3 +94,20 @@ def test_sweep_jobs_equal_the_in_process_sweep(monkeypatch):
                 assert x[k] == (pytest.approx(y[k]) if isinstance(x[k], float) else y[k]), k
     with pytest.raises(ParameterError, match="unknown model"):
         sweep_jobs(["nope"], ["one-shot"])
+
+
+def test_msr_over_clips_as_jobs(tmp_path, monkeypatch):
+    from core.experiments.msr_set import msr_over_clips, msr_task
+
+    monkeypatch.setenv("VRD_CACHE_DIR", str(tmp_path))
+    params = {"metric": "l2", "tau": 0.5, "budget": 300.0, "flows": [14], "block": 32, "max_iters": 4,
+              "certify": False}
+    out = msr_over_clips("cnn_lstm", 2, params, engine="serial")
+    assert [r["clip"] for r in out["rows"]] == [0, 1] and out["computed"] == 2
+    for r in out["rows"]:
+        assert 0 <= r["lower"] <= r["upper"] <= 300 and r["iterations"] == 4 and r["lower_guarantee"] == "grid"
+    assert msr_task("cnn_lstm", 1, params)["lower"] == out["rows"][1]["lower"]  # deterministic without a time bind
+    again = msr_over_clips("cnn_lstm", 3, params, engine="serial")  # 2 cached, 1 new
+    assert again["cached"] == 2 and again["computed"] == 1 and again["rows"][:2] == out["rows"]
+    with pytest.raises(ParameterError, match="tau"):
+        msr_over_clips("cnn_lstm", 1, {**params, "tau": 0})

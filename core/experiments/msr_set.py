@@ -1,0 +1,48 @@
+"""Maximum safe radius over a set of clips as :mod:`core.jobs` tasks (one per clip): the bounds
+of every clip in one table, on a local Ray or a cluster, cached by content."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.checks import check_range
+from core.errors import ParameterError
+
+
+def msr_task(model: str, clip: int, params: dict) -> dict:
+    """Run the MSR solver on test clip ``clip`` to its iteration limit; a flat record."""
+    from core.data import NUM_CLASSES, SPLIT_OFFSETS, make_clip
+    from core.experiments.transfer import _model
+    from core.msr import MSRParams, MSRSolver
+
+    clf = _model(model)
+    label = clip % NUM_CLASSES
+    video = make_clip(label, SPLIT_OFFSETS["test"] + clip, clf.spec.frames, clf.spec.size).video
+    s = MSRSolver(clf, video, MSRParams(**params), classes=clf.spec.classes)
+    res = s.run_all()
+    return {"model": model, "clip": clip, "label": clf.spec.classes[label],
+            "predicted": res["original_label"], **{k: res[k] for k in (
+                "lower", "upper", "upper_msr", "certified_lower", "exact", "robust_within_budget", "iterations",
+                "lower_guarantee")}}
+
+
+def msr_over_clips(model: str, clips: int, params: dict, engine: str = "auto", workers: int = 2,
+                   address: str | None = None, progress: Callable[[float, str], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> dict:
+    """Bounds of the first ``clips`` test clips under the same :class:`MSRParams` (as a dict).
+
+    Results that depend on wall-clock limits are only reproducible when ``time_limit`` does not
+    bind; use ``max_iters`` to bound the work of every task."""
+    from core.jobs import run_tasks
+    from core.models import MODEL_NAMES
+    from core.msr import MSRParams
+
+    if model not in MODEL_NAMES:
+        raise ParameterError(f"unknown model {model!r}; expected one of {', '.join(MODEL_NAMES)}")
+    clips = int(check_range("clips", clips, 1, 100_000))
+    MSRParams(**params).validate(16)  # one clear error before any task starts
+    tasks = [{"model": model, "clip": c, "params": dict(params)} for c in range(clips)]
+    run = run_tasks(msr_task, tasks, engine=engine, workers=workers, address=address, progress=progress,
+                    should_stop=should_stop)
+    return {"rows": [r for r in run["results"] if r is not None], "params": params,
+            **{k: run[k] for k in ("engine", "cached", "computed", "cancelled")}}
