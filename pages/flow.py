@@ -22,8 +22,8 @@ LABELS = {"farneback": "Farneback (OpenCV)", "tvl1": "TV-L1 (scikit-image)",
 
 st.title("Optical flow")
 st.caption("Flow maps each pixel of frame t to where it moves in frame t+1, in pixels (x right, y "
-           "down). Direction colour wheel: red = rightward, yellow-green = downward, cyan = "
-           "leftward, violet = upward; paler = slower, white = still.")
+           "down). Direction colours follow the Middlebury coding (as flow_vis and torchvision): red = "
+           "rightward, yellow = downward, cyan = leftward, violet = upward; paler = slower, white = still.")
 sel = current()
 if sel is None or sel.frames is None:
     st.info("Choose a clip in the sidebar.")
