@@ -157,12 +157,13 @@ with tab2:
 with tab3:
     video = require_model_and_clip(sel)
     c = st.columns(3)
-    models = c[0].multiselect("Models", shipped, default=["cnn_lstm", "c3d"], key="sal_models")
+    models = c[0].multiselect("Models", shipped, default=[m for m in ("cnn_lstm", "cnn_lstm_pgd_at", "c3d")
+                                                          if m in shipped], key="sal_models")
     smooth = int(c[1].number_input("SmoothGrad samples (0 = plain)", 0, 64, 0, key="sal_smooth"))
     T = video.shape[0]
     frames = c[2].multiselect("Frames", list(range(T)), default=[0, T // 2, T - 1], key="sal_frames")
     if models and frames:
         maps = {m: _maps(m, sel.video_key, sel.true_label, smooth, video) for m in models}
         st.plotly_chart(saliency_maps_figure(maps, sorted(frames)), width="stretch", key="sal_fig")
-        st.caption("One colour scale for every panel (99.5th percentile of all maps shown). Adversarially trained "
-                   "and certified models are not shipped yet, so this compares the regular models.")
+        st.caption("One colour scale for every panel (99.5th percentile of all maps shown). Regular vs "
+                   "adversarially trained (`cnn_lstm_pgd_at`, DeepSAVA App. D); a certified model is not shipped yet.")

@@ -22,6 +22,7 @@ motion between frames bent slightly. This tool lets you **see** how video classi
 | **Safe radius (bounds)** | provable lower and upper bounds on the smallest flow change that flips the decision (Wu & Kwiatkowska, CVPR 2020), live | ready |
 | **Attack explorer** | sparse attacks that hit one or a few frames (Inkawhich et al.; DeepSAVA), single clips and sweeps | ready |
 | **SSIM vs Lp** | why perceptual and pixel distances disagree under spatial transforms (DeepSAVA Fig. 1) | ready |
+| **Experiments** | transferability between models, robust accuracy of adversarially trained models, compression, saliency maps (DeepSAVA), as jobs on a local Ray | ready |
 
 The built-in data is a procedural *motion-action* dataset: textured objects that translate,
 rotate or zoom over textured backgrounds. The class is the **motion**, never the appearance, and

@@ -188,13 +188,14 @@ def saliency_maps_figure(maps: dict[str, np.ndarray], frames: list[int], shared:
         m = np.asarray(maps[n])
         zmax = top if shared else (float(np.percentile(m[frames], 99.5)) or 1.0)
         for j, f in enumerate(frames, start=1):
-            fig.add_trace(go.Heatmap(z=m[f], zmin=0, zmax=zmax, colorscale="Inferno", showscale=(i == 1 and j == 1),
+            fig.add_trace(go.Heatmap(z=m[f], zmin=0, zmax=zmax, colorscale="Reds", showscale=(i == 1 and j == 1),
                                      colorbar=dict(title="|∂logit/∂x|", thickness=10)), i, j)
             fig.update_xaxes(visible=False, row=i, col=j)
             fig.update_yaxes(visible=False, autorange="reversed", scaleanchor=f"x{(i - 1) * len(frames) + j}"
                              if (i, j) != (1, 1) else "x", row=i, col=j)
-    fig.update_layout(height=140 * len(names) + 60, margin=dict(l=10, r=10, t=40, b=10),
-                      title="input-gradient saliency (one colour scale)" if shared else "input-gradient saliency")
+    fig.update_layout(height=150 * len(names) + 90, margin=dict(l=10, r=40, t=80, b=10),
+                      title=dict(text="input-gradient saliency (one colour scale)" if shared else
+                                 "input-gradient saliency", y=0.98, yanchor="top"))
     return fig
 
 
