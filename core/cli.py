@@ -194,15 +194,23 @@ def _attack_kwargs(args: argparse.Namespace) -> dict:
     return kw
 
 
-@command("attack")
-def cmd_attack(args: argparse.Namespace) -> dict:
-    from core.attacks import make_attack
+def _fitted_clip(args: argparse.Namespace):
+    """``(model, spec, video fitted to the model's input, true label or None)`` for ``args.model``
+    and ``args.video`` — what attack, compress and saliency start from."""
     from core.inference import prepare
-    from core.video import open_video, write_video
+    from core.video import open_video
 
     model, spec = _load(args.model, args.device)
     video, _, true = open_video(args.video, spec.frames, spec.size)
-    video = prepare(video, spec)
+    return model, spec, prepare(video, spec), true
+
+
+@command("attack")
+def cmd_attack(args: argparse.Namespace) -> dict:
+    from core.attacks import make_attack
+    from core.video import write_video
+
+    model, spec, video, true = _fitted_clip(args)
     bb = _load(args.black_box, args.device)[0] if args.black_box else None
     atk = make_attack(args.method, model, eps=args.eps, frames=args.frames, select=args.select,
                       classes=spec.classes, success_model=bb, **_attack_kwargs(args))
@@ -260,12 +268,8 @@ def cmd_transfer(args: argparse.Namespace) -> dict:
 def cmd_compress(args: argparse.Namespace) -> dict:
     from core.errors import ParameterError
     from core.experiments.compression import compression_survival
-    from core.inference import prepare
-    from core.video import open_video
 
-    model, spec = _load(args.model, args.device)
-    video, _, true = open_video(args.video, spec.frames, spec.size)
-    video = prepare(video, spec)
+    model, spec, video, true = _fitted_clip(args)
     label = true if true is not None else model.predict(video)[0]
     text = args.crf if args.codec == "h264" else args.quality
     try:
@@ -281,15 +285,19 @@ def cmd_compress(args: argparse.Namespace) -> dict:
 def cmd_saliency(args: argparse.Namespace) -> dict:
     import numpy as np
 
+    from core.errors import ParameterError
     from core.experiments.saliency import saliency_maps
-    from core.inference import prepare
-    from core.video import open_video
 
-    model, spec = _load(args.model, args.device)
-    video, _, true = open_video(args.video, spec.frames, spec.size)
-    video = prepare(video, spec)
-    res = saliency_maps(model, video, None if args.label is None else spec.classes.index(args.label)
-                        if args.label in spec.classes else int(args.label), args.smoothgrad, args.sigma)
+    model, spec, video, true = _fitted_clip(args)
+    label = None
+    if args.label is not None:
+        if args.label in spec.classes:
+            label = spec.classes.index(args.label)
+        elif args.label.isdigit() and int(args.label) < len(spec.classes):
+            label = int(args.label)
+        else:
+            raise ParameterError(f"--label must be a class name or an index < {len(spec.classes)}, got {args.label!r}")
+    res = saliency_maps(model, video, label, args.smoothgrad, args.sigma)
     out = {"model": args.model, "label": res["label"], "class": spec.classes[res["label"]],
            "true_label": None if true is None else spec.classes[true], "shape": list(res["maps"].shape),
            "per_frame": res["per_frame"].tolist(), "smoothgrad": res["smoothgrad"], "sigma": res["sigma"]}
