@@ -49,7 +49,25 @@ def bytes_hash(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
-class DiskCache:
+class _GetOrCompute:
+    """``get_or_compute`` for any cache with ``get(key)`` (None = miss) and ``put(key, value)``."""
+
+    def get(self, key: str) -> Any | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def put(self, key: str, value: Any) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def get_or_compute(self, key: str, fn: Callable[[], Any]) -> Any:
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        value = fn()
+        self.put(key, value)
+        return value
+
+
+class DiskCache(_GetOrCompute):
     """A directory of ``<key>.pt`` files. ``DiskCache(None)`` uses the default location."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
@@ -89,16 +107,9 @@ class DiskCache:
         except OSError:
             pass  # a read-only or full disk must not break the computation
 
-    def get_or_compute(self, key: str, fn: Callable[[], Any]) -> Any:
-        hit = self.get(key)
-        if hit is not None:
-            return hit
-        value = fn()
-        self.put(key, value)
-        return value
 
 
-class BytesLRU:
+class BytesLRU(_GetOrCompute):
     """In-memory least-recently-used cache bounded by the **bytes** of its values (tensors and
     numpy arrays are measured by their buffers), not by a number of entries: one 3000-frame upload
     and a hundred tiny clips are not the same thing. Thread-safe; a value larger than the bound is
@@ -160,10 +171,3 @@ class BytesLRU:
             self._items[key] = (value, n)
             self.bytes += n
 
-    def get_or_compute(self, key: str, fn: Callable[[], Any]) -> Any:
-        hit = self.get(key)
-        if hit is not None:
-            return hit
-        value = fn()
-        self.put(key, value)
-        return value
