@@ -117,8 +117,9 @@ def clip_store():
     return BytesLRU()
 
 
-def uploaded_clip(data: bytes, name: str) -> tuple[torch.Tensor, dict]:
-    """Decoded uint8 frames ``(T, 3, H, W)`` and info of a video file, cached by content hash."""
+def uploaded_clip(data: bytes, name: str, digest: str | None = None) -> tuple[torch.Tensor, dict]:
+    """Decoded uint8 frames ``(T, 3, H, W)`` and info of a video file, cached by content hash
+    (``digest`` when the caller already has it: hashing a large upload on every rerun is not free)."""
     import io
 
     from core.video import decode_video
@@ -130,7 +131,7 @@ def uploaded_clip(data: bytes, name: str) -> tuple[torch.Tensor, dict]:
             frames, info = decode_video(buf)
         return frames, info.to_dict()
 
-    return clip_store().get_or_compute(f"{_hash(data)}:{name}", decode)
+    return clip_store().get_or_compute(f"{digest or _hash(data)}:{name}", decode)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -282,7 +283,7 @@ def sidebar() -> Selection:
         name = sb.selectbox("Clip", list(BUNDLED), key="bundled_clip")
         path = ASSETS.parent / "samples" / BUNDLED[name]
         try:
-            video, info = uploaded_clip(path.read_bytes(), path.name)
+            video, info = uploaded_clip(path.read_bytes(), path.name, f"bundled:{BUNDLED[name]}")
             video_key = f"bundled:{BUNDLED[name]}"
             video_label = BUNDLED[name]
             sb.caption("© 2008 Blender Foundation, www.bigbuckbunny.org, CC-BY 3.0 (assets/samples/LICENSE.md)")
@@ -305,7 +306,7 @@ def sidebar() -> Selection:
         if h in store:
             name, data = store[h]
             try:
-                video, info = uploaded_clip(data, name)
+                video, info = uploaded_clip(data, name, h)
                 video_key = f"upload:{h}"
                 video_label = name
             except CoreError as e:
