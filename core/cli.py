@@ -346,8 +346,8 @@ def cmd_msrset(args: argparse.Namespace) -> dict:
                          address=args.address, progress=log)
     if not args.json:
         for r in out["rows"]:
-            print(f"clip {r['clip']:3d} {r['label']:16s} lower {r['lower']:.4g}  upper {r['upper']:.4g}  "
-                  f"certified {r['certified_lower'] if r['certified_lower'] is not None else '—'}")
+            print(f"clip {r['clip']:3d} {r['label']:16s} " + "  ".join(
+                f"{b['name']} {b['value']:.4g} ({b['guarantee']})" for b in r["bounds"]))
     return out
 
 

@@ -106,6 +106,7 @@ def test_msr_over_clips_as_jobs(tmp_path, monkeypatch):
     assert [r["clip"] for r in out["rows"]] == [0, 1] and out["computed"] == 2
     for r in out["rows"]:
         assert 0 <= r["lower"] <= r["upper"] <= 300 and r["iterations"] == 4 and r["lower_guarantee"] == "grid"
+        assert {b["name"]: b["guarantee"] for b in r["bounds"]}["upper_msr"] == "sound"  # every bound says what it rests on
     assert msr_task("cnn_lstm", 1, params)["lower"] == out["rows"][1]["lower"]  # deterministic without a time bind
     again = msr_over_clips("cnn_lstm", 3, params, engine="serial")  # 2 cached, 1 new
     assert again["cached"] == 2 and again["computed"] == 1 and again["rows"][:2] == out["rows"]

@@ -23,7 +23,7 @@ def msr_task(model: str, clip: int, params: dict) -> dict:
     return {"model": model, "clip": clip, "label": clf.spec.classes[label],
             "predicted": res["original_label"], **{k: res[k] for k in (
                 "lower", "upper", "upper_msr", "certified_lower", "exact", "robust_within_budget", "iterations",
-                "lower_guarantee")}}
+                "lower_guarantee", "bounds")}}
 
 
 def msr_over_clips(model: str, clips: int, params: dict, engine: str = "auto", workers: int = 2,
