@@ -112,3 +112,44 @@ def test_msr_over_clips_as_jobs(tmp_path, monkeypatch):
     assert again["cached"] == 2 and again["computed"] == 1 and again["rows"][:2] == out["rows"]
     with pytest.raises(ParameterError, match="tau"):
         msr_over_clips("cnn_lstm", 1, {**params, "tau": 0})
+
+
+def test_transfer_cells_count_only_clips_both_models_get_right():
+    from core.experiments.transfer import aggregate
+
+    def rec(clip, src_ok, t):  # t: {target: (clean_ok, fooled)}
+        return {"source": "A", "clip": clip, "source_clean_ok": src_ok,
+                "targets": {k: {"clean_ok": ok, "fooled": f} for k, (ok, f) in t.items()}}
+
+    results = [rec(0, True, {"A": (True, True), "B": (True, False)}),
+               rec(1, True, {"A": (True, True), "B": (False, None)}),  # B wrong when clean: not in B's n
+               rec(2, False, {"A": (False, None), "B": (True, None)}),  # source wrong: in nobody's n
+               None]  # a cancelled task
+    out = aggregate(["A"], ["A", "B"], results)
+    assert out["n"] == [[2, 1]] and out["fooled"] == [[2, 0]] and out["fr"] == [[1.0, 0.0]]
+    assert out["examples"] == [[[0, 1], []]]
+    assert aggregate(["A"], ["B"], [rec(0, False, {"B": (True, None)})])["fr"] == [[None]]  # nothing qualified
+
+
+def test_sweep_jobs_skip_what_the_judge_gets_wrong(monkeypatch):
+    """A judge that always answers class 0: clips of other classes are skipped in both sweeps."""
+    import torch
+
+    import core.experiments.transfer as tr
+    from core.attacks.sweep import sweep, sweep_jobs
+    from core.classifier import VideoClassifier
+    from core.models import load_classifier
+
+    class Zero(torch.nn.Module):
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 8) + 0.0 * x.mean()
+            out[:, 0] = 1.0
+            return out
+
+    zero = VideoClassifier(Zero(), load_classifier("c3d").spec)
+    monkeypatch.setenv("VRD_CACHE_DIR", "off")
+    monkeypatch.setattr(tr, "_model", lambda name: zero)
+    jobs = sweep_jobs(["c3d"], ["one-shot"], n_clips=3, engine="serial")
+    ref = sweep({"c3d": zero}, ["one-shot"], n_clips=3)
+    for out in (jobs, ref):
+        assert out["rows"][0]["skipped_misclassified"] == 2 and out["rows"][0]["attacked"] == 1

@@ -77,9 +77,15 @@ def transfer_matrix(sources: list[str], targets: list[str], method: str, clips: 
              for s in sources for c in range(clips)]
     run = run_tasks(transfer_task, tasks, engine=engine, workers=workers, address=address, progress=progress,
                     should_stop=should_stop)
+    return {**aggregate(sources, targets, run["results"]), "params": {"method": method, "clips": clips, **attack_kw},
+            **{k: run[k] for k in ("engine", "cached", "computed", "cancelled")}}
+
+
+def aggregate(sources: list[str], targets: list[str], results: list[dict | None]) -> dict:
+    """The matrix from :func:`transfer_task` records (``None`` = cancelled task, left out)."""
     fr, n, fooled, examples = [], [], [], []
     for s in sources:
-        rows = [r for r in run["results"] if r is not None and r["source"] == s]
+        rows = [r for r in results if r is not None and r["source"] == s]
         fr_row, n_row, f_row, ex_row = [], [], [], []
         for t in targets:
             cell = [r for r in rows if r["source_clean_ok"] and r["targets"][t]["clean_ok"]]
@@ -93,5 +99,4 @@ def transfer_matrix(sources: list[str], targets: list[str], method: str, clips: 
         fooled.append(f_row)
         examples.append(ex_row)
     return {"sources": list(sources), "targets": list(targets), "fr": fr, "n": n, "fooled": fooled,
-            "examples": examples, "params": {"method": method, "clips": clips, **attack_kw},
-            **{k: run[k] for k in ("engine", "cached", "computed", "cancelled")}}
+            "examples": examples}
