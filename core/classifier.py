@@ -108,6 +108,33 @@ class VideoClassifier:
         self.queries += xb.shape[0]
         return self.model(xb).float()
 
+    def partial_logits(self, video: torch.Tensor, frames: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function ``x (B, T, 3, H, W) -> logits (B, K)`` for clips that differ from ``video``
+        ``(T, 3, H, W)`` only on ``frames`` (differentiable, counted like :meth:`logits`).
+
+        With a declared N_C / N_R split (Wu & Kwiatkowska Eq. 8), the clean features η of
+        ``video`` are computed once and N_C runs only on the steps the changed frames affect, so a
+        key-frame attack on K of T frames pays K/T of the encoder; without a split it is
+        :meth:`logits`. Same values either way (tested).
+        """
+        if video.dim() != 4:
+            raise ParameterError(f"expected a clip (T, 3, H, W), got {tuple(video.shape)}")
+        split = self.split
+        if split is None:
+            return self.logits
+        steps = split.affected_steps(sorted(int(f) for f in frames), video.shape[0])
+        with torch.no_grad():
+            eta0 = split.features(video.unsqueeze(0).to(self.device))
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            xb = self._batch(x)
+            self.queries += xb.shape[0]
+            eta = eta0.expand(xb.shape[0], -1, -1).clone()
+            eta[:, steps] = split.features(xb, steps)  # N_C on the affected steps only
+            return split.head(eta).float()
+
+        return fn
+
     @torch.no_grad()
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities ``(B, K)``."""

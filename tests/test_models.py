@@ -29,6 +29,34 @@ def test_cnn_lstm_split_is_the_model():
     assert m.affected_steps([3, 15], 16) == [3, 4, 15]
 
 
+@pytest.mark.parametrize("name", ["cnn_lstm", "frame_cnn", "c3d"])
+def test_partial_logits_equal_the_full_model(name):
+    """The key-frame fast path (N_C on affected steps only) gives the model's logits and the same
+    gradient with respect to the changed frames; models without a split use the full forward."""
+    from core.classifier import as_classifier
+
+    torch.manual_seed(0)
+    clf = as_classifier(build(name, frames=12).eval())
+    assert (clf.split is None) == (name == "c3d")
+    video = torch.rand(12, 3, 32, 32)
+    for frames in ([0], [4, 11], [5, 6, 7]):
+        xs = (video[frames] + 0.2 * torch.randn(len(frames), 3, 32, 32)).clamp(0, 1).requires_grad_(True)
+        idx = torch.tensor(frames)
+        full = clf.logits(video.index_copy(0, idx, xs))
+        fast = clf.partial_logits(video, frames)(video.index_copy(0, idx, xs))
+        assert torch.allclose(full, fast, atol=1e-5), (frames, (full - fast).abs().max())
+        (g_full,) = torch.autograd.grad(full[0, 1] - full[0, 2], xs)
+        (g_fast,) = torch.autograd.grad(fast[0, 1] - fast[0, 2], xs)
+        assert g_full.abs().max() > 0 and torch.allclose(g_full, g_fast, atol=1e-6)
+
+
+def test_frame_cnn_split_is_the_model():
+    m = build("frame_cnn").eval()
+    x = torch.rand(2, 9, 3, 32, 32)
+    assert torch.allclose(m.head(m.features(x)), m(x), atol=1e-6)
+    assert m.affected_steps([0, 4, 8], 9) == [0, 3, 4, 7]
+
+
 def test_gradients_reach_pixels_through_motion_stream():
     m = build("motion_stream", frames=4).eval()
     assert isinstance(m, MotionStream) and m.differentiable

@@ -284,6 +284,7 @@ class MaskedAttack(Attack):
         self._t = video.shape[0]
         idx = torch.tensor(sel, device=video.device)
         xs = video[sel]
+        forward = self.clf.partial_logits(video, sel)  # N_C on the key frames' steps only (Eq. 8)
         params = self.init_params(xs)
         opt = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(params, self.lrs(params))])
         best: dict = {"adv": video.clone(), "iters": 0, "success": False, "loss": math.inf, "margin": math.inf,
@@ -294,7 +295,7 @@ class MaskedAttack(Attack):
             adv_s = self._frames_out(params, xs)
             s = ssim(adv_s, xs) if (self.uses_ssim or self.ssim_budget is not None) else None
             adv = video.index_copy(0, idx, adv_s)
-            logits = self.logits(adv)
+            logits = forward(adv)
             pen = self.penalty(params, adv_s, xs, s)
             loss = lam_scale * pen + self.adversarial(logits, label)
             margin = float(VideoClassifier.margin_of(logits.detach()[0], label))

@@ -116,11 +116,31 @@ class FrameCNN(nn.Module):
         self.encoder = FrameEncoder(6, 128)
         self.fc = nn.Linear(128, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_split(self):
+        """N_C = per-pair logits, N_R = their mean (Eq. 8 applied to a temporal average)."""
+        from core.classifier import FeatureSplit
+
+        return FeatureSplit(self.features, self.head, self.affected_steps)
+
+    @staticmethod
+    def affected_steps(frames: list[int], t: int) -> list[int]:
+        """Pairs (s, s+1) that contain a changed frame."""
+        return sorted({s for f in frames for s in (f - 1, f) if 0 <= s < t - 1})
+
+    def features(self, x: torch.Tensor, steps: list[int] | None = None) -> torch.Tensor:
+        """``(B, T, 3, H, W) -> (B, S, K)`` logits of the frame pairs ``steps`` (all T − 1 if None)."""
         b, t = x.shape[:2]
-        pairs = torch.cat([x[:, :-1], x[:, 1:]], dim=2).flatten(0, 1)  # (B(T-1), 6, H, W)
-        logits = self.fc(self.encoder(pairs)).view(b, t - 1, -1)
-        return logits.mean(dim=1)
+        steps = list(range(t - 1)) if steps is None else list(steps)
+        nxt = [s + 1 for s in steps]
+        pairs = torch.cat([x[:, steps], x[:, nxt]], dim=2).flatten(0, 1)  # (B·S, 6, H, W)
+        return self.fc(self.encoder(pairs)).view(b, len(steps), -1)
+
+    def head(self, eta: torch.Tensor) -> torch.Tensor:
+        """Mean of the per-pair logits over time."""
+        return eta.mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
 
 class FlowCNN(nn.Module):

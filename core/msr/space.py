@@ -154,27 +154,15 @@ class Evaluator:
             logits = self.clf.logits(space.video)[0]
         self.label = int(logits.argmax())
         self.base_logits = logits
-        split = self.clf.split
-        self.fast = fast and split is not None
-        if self.fast:
-            self.steps = split.affected_steps(space.changed_frames, space.video.shape[0])
-            with torch.no_grad():
-                self.eta = split.features(space.video.unsqueeze(0))
+        self.fast = fast and self.clf.split is not None
+        # N_C only on the steps the manipulated frames affect (Eq. 8); the full model otherwise
+        self._forward = (self.clf.partial_logits(space.video, space.changed_frames) if self.fast
+                         else self.clf.logits)
 
     margin_of = staticmethod(VideoClassifier.margin_of)
 
     def _logits(self, z: torch.Tensor) -> torch.Tensor:
-        videos = self.space.apply(z)
-        if not self.fast:
-            return self.clf.logits(videos)
-        steps = self.steps
-        k = z.shape[0]
-        split = self.clf.split
-        feats = split.features(videos, steps)  # N_C on the affected steps only
-        eta = self.eta.expand(k, -1, -1).clone()
-        eta[:, steps] = feats
-        self.clf.queries += k
-        return split.head(eta).float()
+        return self._forward(self.space.apply(z))
 
     @torch.no_grad()
     def margins(self, z: torch.Tensor) -> torch.Tensor:
