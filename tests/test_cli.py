@@ -140,7 +140,8 @@ def test_bench_msr_prints_ratios():
 def test_bench_attacks_prints_selection_and_overheads():
     r = run("bench", "attacks", "--quick")
     assert r.returncode == 0, r.stderr
-    assert "brute force / BO time" in r.stdout and "wall/ideal" in r.stdout
+    assert "key-frame selection on cnn_lstm" in r.stdout and "brute/BO time" in r.stdout
+    assert "wall/ideal" in r.stdout
     for m in ("one-shot", "saliency-rg", "deepsava", "sparse", "flicker"):
         assert m in r.stdout
 
