@@ -312,7 +312,7 @@ def cmd_advtrain(args: argparse.Namespace) -> dict:
     from core.models.advtrain import adversarial_train
 
     return adversarial_train(args.model, args.method, eps=args.eps, steps=args.steps, epochs=args.epochs,
-                             n_train=args.n_train, seed=args.seed, device=args.device,
+                             flow_eps=args.flow_eps, n_train=args.n_train, seed=args.seed, device=args.device,
                              progress=None if args.json else print, resume=not args.restart)
 
 
@@ -561,10 +561,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--crf", default="18,23,28", help="H.264 CRF levels (larger = stronger)")
     sp.add_argument("--quality", default="95,75,50", help="JPEG quality levels (smaller = stronger)")
     _add_attack_args(sp)
-    sp = add("advtrain", "adversarially train a shipped model (PGD-AT, fine-tuned; resumable) into assets/models")
+    sp = add("advtrain", "adversarially train a shipped model (PGD-AT or DeepSAVA-AT, fine-tuned; resumable) "
+                         "into assets/models")
     sp.add_argument("--model", default="cnn_lstm", choices=["cnn_lstm", "cnn_gru", "cnn_rnn", "c3d", "frame_cnn"])
-    sp.add_argument("--method", default="pgd", choices=["pgd"])
-    sp.add_argument("--eps", type=float, default=0.01, help="pixel ℓ∞ radius")
+    sp.add_argument("--method", default="pgd", choices=["pgd", "deepsava"],
+                    help="pgd: Alg. 3 (pixel ℓ∞); deepsava: Alg. 4 (flow + noise on one key frame)")
+    sp.add_argument("--eps", type=float, default=None, help="pixel ℓ∞ radius (default 0.01 pgd, 0.03 deepsava)")
+    sp.add_argument("--flow-eps", type=float, default=1.0, help="deepsava: flow bound in pixels")
     sp.add_argument("--steps", type=int, default=3, help="PGD steps in training")
     sp.add_argument("--epochs", type=int, default=4)
     sp.add_argument("--n-train", type=int, default=1600)

@@ -120,9 +120,11 @@ with tab4:
         st.download_button("Table (CSV)", rdf.to_csv(index=False), "robust_accuracy.csv", "text/csv", key="rb_csv")
     cards = [c for c in available_models() if "adversarial_training" in c]
     if cards:
-        st.caption("Model cards of the adversarially trained models (PGD-10 robust accuracy measured at training): " +
-                   "; ".join(f"{c['name']}: clean {c['test_accuracy']:.3f}, robust {c['robust_accuracy_pgd10']:.3f} "
-                             f"(regular {c['regular_robust_accuracy_pgd10']:.3f})" for c in cards))
+        st.caption("Model cards of the adversarially trained models (robust accuracy under the model's own "
+                   "training attack, measured at training): " +
+                   "; ".join(f"{c['name']}: clean {c['test_accuracy']:.3f}, robust {c['robust_accuracy']:.3f} "
+                             f"(regular {c['regular_robust_accuracy']:.3f}; {c['adversarial_training']['robust_eval']})"
+                             for c in cards))
 
 with tab2:
     video = require_model_and_clip(sel)

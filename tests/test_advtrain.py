@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from core.errors import ParameterError
 from core.models import load_model
-from core.models.advtrain import adversarial_train, pgd, robust_accuracy
+from core.models.advtrain import adversarial_train, combined_pgd, pgd, robust_accuracy, salient_frame
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,37 @@ def test_pgd_stays_in_the_ball_and_raises_the_loss(frame_cnn):
     assert all(p.grad is None for p in net.parameters())
     assert torch.equal(pgd(net, x, y, 0.0, 0.004, 5), x)
     assert 0 <= robust_accuracy(net, x, y, 0.01, steps=2) <= 1
+
+
+def test_combined_pgd_perturbs_only_the_key_frame_within_its_bounds(frame_cnn):
+    """Alg. 4's inner maximisation: one key frame per clip, warped by ≤ flow_eps px plus ≤ eps noise."""
+    from core.data import make_split
+    net, _ = frame_cnn
+    x, y, _ = make_split("test", 4, 16, 64)
+    key = torch.tensor([0, 5, 15, 7])
+    g = torch.Generator().manual_seed(0)
+    adv = combined_pgd(net, x, y, 0.03, 1.0, 5, g, key=key)
+    for b in range(4):
+        others = [t for t in range(16) if t != key[b]]
+        assert torch.equal(adv[b, others], x[b, others])
+        assert float((adv[b, key[b]] - x[b, key[b]]).abs().max()) > 0.03  # the warp moved it beyond the noise
+    # noise alone (flow bound ~0) stays in the ε-ball of the pixel ℓ∞
+    adv_n = combined_pgd(net, x, y, 0.03, 1e-9, 5, torch.Generator().manual_seed(0), key=key)
+    assert float((adv_n - x).abs().max()) <= 0.03 + 1e-5
+    # a pure warp of ≤ 1 px: the frame equals warp(x, u) for some u, so it stays within the
+    # range of the source pixels' 3×3 neighbourhood
+    adv_u = combined_pgd(net, x, y, 1e-9, 1.0, 5, torch.Generator().manual_seed(0), key=key)
+    f = adv_u[0, 0]
+    lo = -torch.nn.functional.max_pool2d(-x[0, 0].unsqueeze(0), 3, 1, 1).squeeze(0)
+    hi = torch.nn.functional.max_pool2d(x[0, 0].unsqueeze(0), 3, 1, 1).squeeze(0)
+    assert bool(((f >= lo - 1e-5) & (f <= hi + 1e-5)).all()) and not torch.equal(f, x[0, 0])
+    with torch.no_grad():
+        assert F.cross_entropy(net(adv), y) > F.cross_entropy(net(x), y)
+    assert all(p.grad is None for p in net.parameters())
+    assert torch.equal(combined_pgd(net, x, y, 0.0, 0.0, 5), x)
+    sal = salient_frame(net, x, y)
+    assert sal.shape == (4,) and bool(((sal >= 0) & (sal < 16)).all())
+    assert 0 <= robust_accuracy(net, x, y, 0.03, steps=2, flow_eps=1.0) <= robust_accuracy(net, x, y, 0.0, steps=2)
 
 
 def test_adversarial_training_writes_a_loadable_model_and_resumes(tmp_path, monkeypatch):
@@ -65,6 +96,21 @@ def test_adversarial_training_writes_a_loadable_model_and_resumes(tmp_path, monk
         adversarial_train("motion_stream_farneback", **kw)
     with pytest.raises(ParameterError):
         adversarial_train("frame_cnn", method="trades", **kw)
+    with pytest.raises(ParameterError):
+        adversarial_train("frame_cnn", method="deepsava", flow_eps=0, **kw)
+
+
+def test_deepsava_adversarial_training_writes_its_card(tmp_path, monkeypatch):
+    from core.models import registry
+
+    monkeypatch.setitem(registry.ARCHITECTURES, "frame_cnn_sava_at", "test")
+    card = adversarial_train("frame_cnn", method="deepsava", epochs=1, n_train=8, n_val=8, n_test=8, batch_size=8,
+                             out_dir=tmp_path, progress=None, steps=1)
+    at = card["adversarial_training"]
+    assert card["name"] == "frame_cnn_sava_at" and at["eps"] == 0.03 and at["flow_eps"] == 1.0
+    assert card["robust_accuracy"] == card["robust_accuracy_sava10"] <= card["test_accuracy"]
+    assert "most salient" in at["robust_eval"] and "robust_accuracy_pgd10" not in card
+    load_model("frame_cnn_sava_at", "cpu", root=tmp_path)
 
 
 def test_robust_table():
