@@ -56,7 +56,7 @@ T = video.shape[0]
 shipped = [c["name"] for c in available_models()]
 keep("atk_method", "atk_eps", "atk_frames", "atk_iters", "atk_select", "atk_mode", "atk_trials", "atk_ssim_budget",
      "atk_l21_budget", "atk_bb", "sw_models", "sw_methods", "sw_clips", "sw_eps", "sw_frames", "sw_select",
-     "lvl_method", "lvl_videos",
+     "sw_engine", "sw_workers", "lvl_method", "lvl_videos",
      valid={"atk_frames": lambda k: 1 <= k <= T, "atk_bb": lambda m: m in shipped + ["the attacked model"],
             "sw_models": lambda ms: all(m in shipped for m in ms)})
 tab1, tab2 = st.tabs(["Single attack", "Sweep"])
@@ -197,20 +197,33 @@ with tab2:
     except ValueError:
         st.error("ε values must be comma-separated numbers in [0, 0.5].")
         st.stop()
+    c = st.columns(3)
+    sw_engine = c[0].selectbox("Engine", ["auto", "ray", "serial"], key="sw_engine",
+                               help="One task per (model, attack, ε, clip). auto: an embedded local Ray when "
+                                    "installed, else serial; set RAY_ADDRESS to join a cluster. Finished tasks are "
+                                    "cached, so a re-run computes only what is missing.")
+    sw_workers = int(c[1].number_input("Ray workers", 1, 64, 2, key="sw_workers"))
     sw_key = json.dumps([models, methods, n_clips, eps_values, sw_frames, sw_select])
     sweeps = st.session_state.setdefault("sweeps", {})
-    if st.button("Run sweep", type="primary", key="sw_run", disabled=not models or not methods):
-        from core.attacks.sweep import sweep
+    b1, b2 = st.columns([1, 5])
+    if b1.button("Run sweep", type="primary", key="sw_run", disabled=not models or not methods):
+        from core.attacks.sweep import sweep_jobs
 
         bar = st.progress(0.0, text="starting…")
-        with st.spinner("Attacking test clips… (click anywhere, e.g. Stop, to stop)"):
-            sweeps[sw_key] = sweep({mn: load_shipped_model(mn) for mn in models}, methods, n_clips=n_clips,
-                                   eps_values=eps_values, frames=sw_frames, select=sw_select,
-                                   progress=lambda f, m: bar.progress(f, text=m))
+        try:
+            sweeps[sw_key] = sweep_jobs(models, methods, n_clips=n_clips, eps_values=eps_values, frames=sw_frames,
+                                        select=sw_select, engine=sw_engine, workers=sw_workers,
+                                        progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+        except CoreError as e:
+            st.error(str(e))
         bar.empty()  # the progress bar ends with the sweep
-    st.button("■ Stop", key="sw_stop")
+        while len(sweeps) > 8:
+            sweeps.pop(next(iter(sweeps)))
+    b2.button("■ Stop", key="sw_stop", help="Any click stops a running sweep; finished tasks stay cached.")
     out = sweeps.get(sw_key)
     if out is not None:
+        st.caption(f"engine: {out['engine']} · {out['computed']} tasks computed, {out['cached']} from the cache"
+                   + (f", {out['cancelled']} cancelled" if out["cancelled"] else ""))
         df = pd.DataFrame(out["rows"])
         cols = ["model", "method", "eps", "attacked", "successes", "FR", "ANI", "AAP_l21", "AAP_ssim", "ASP_ssim",
                 "avg_frames", "clip_accuracy", "mean_seconds", "mean_queries"]

@@ -201,12 +201,17 @@ def test_attack_page_sweep_tab():
     at.multiselect(key="sw_methods").set_value(["one-shot"])
     at.number_input(key="sw_clips").set_value(2)
     at.text_input(key="sw_eps").set_value("0.01")
+    at.selectbox(key="sw_engine").set_value("serial")
     at.run()
     at.button(key="sw_run").click()
     at.run()
     assert not at.exception
     df = next(d.value for d in at.dataframe if "FR" in d.value.columns)
     assert list(df["method"]) == ["one-shot"] and 0 <= df["FR"].iloc[0] <= 1
+    assert any("engine: serial · 2 tasks computed, 0 from the cache" in c.value for c in at.caption)
+    at.button(key="sw_run").click()  # a re-run computes only what is missing: nothing
+    at.run()
+    assert any("0 tasks computed, 2 from the cache" in c.value for c in at.caption)
     at.text_input(key="sw_eps").set_value("7")
     at.run()
     assert any("ε values" in e.value for e in at.error)

@@ -34,6 +34,8 @@ ARCHITECTURES: dict[str, str] = {
     "motion_stream_farneback": "OpenCV Farneback flow (non-differentiable) + stacked-flow 2D CNN",
     "motion_stream_tvl1": "scikit-image TV-L1 flow (non-differentiable) + stacked-flow 2D CNN",
     "cnn_lstm_pgd_at": "per-frame CNN + LSTM, PGD adversarial training (pixel ℓ∞ 0.01; core.models.advtrain)",
+    "cnn_lstm_sava_at": "per-frame CNN + LSTM, DeepSAVA adversarial training (Alg. 4: flow 1 px + noise 0.03 on "
+                        "the most salient frame; core.models.advtrain)",
 }
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 DEFAULT_MODEL = "cnn_lstm"
