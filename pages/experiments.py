@@ -12,17 +12,20 @@ from core.errors import CoreError
 from core.jsonutil import dumps
 from core.models import available_models
 from core.viz.attacks import saliency_maps_figure, transfer_figure
+from core.viz.msr import msr_set_figure
 from pages.common import current, keep, load_shipped_model, require_model_and_clip
 
 st.title("Experiments")
 st.markdown("DeepSAVA's experiments over many clips and models: **transferability** of adversarial clips "
-            "between models, **compression** as a defence, **saliency maps** of different models. Each has a "
-            "CLI twin (`python -m core transfer | compress | saliency`).")
+            "between models, **robust accuracy** of adversarially trained models, **compression** as a defence, "
+            "**saliency maps** of different models, and the **maximum safe radius over a set of clips**. Each has "
+            "a CLI twin (`python -m core transfer | robust | compress | saliency | msrset`).")
 sel = current()
 shipped = [c["name"] for c in available_models()]
 keep("tr_sources", "tr_targets", "tr_method", "tr_eps", "tr_clips", "tr_engine", "tr_workers", "cp_method",
      "cp_codec", "cp_levels", "sal_models", "sal_smooth", "sal_frames", "rb_models", "rb_methods", "rb_clips",
-     valid={"tr_sources": lambda ms: all(m in shipped for m in ms), "tr_targets": lambda ms: all(m in shipped for m in ms),
+     "ms_model", "ms_clips", "ms_metric", "ms_flows", "ms_block", "ms_tau", "ms_budget", "ms_iters", "ms_certify",
+     "ms_engine", "ms_workers", valid={"tr_sources": lambda ms: all(m in shipped for m in ms), "tr_targets": lambda ms: all(m in shipped for m in ms),
             "sal_models": lambda ms: all(m in shipped for m in ms)})
 INKAWHICH = ("one-shot", "saliency", "saliency-rg")
 
@@ -32,7 +35,8 @@ def _maps(model: str, video_key: str, label: int | None, smooth: int, _video):
     from core.experiments.saliency import saliency_maps
 
     return saliency_maps(load_shipped_model(model)[0], _video, label, smooth)["maps"].numpy()
-tab1, tab4, tab2, tab3 = st.tabs(["Transferability", "Robust accuracy", "Compression", "Saliency maps"])
+tab1, tab4, tab2, tab3, tab5 = st.tabs(["Transferability", "Robust accuracy", "Compression", "Saliency maps",
+                                       "Safe radius over clips"])
 
 with tab1:
     c = st.columns(3)
@@ -169,3 +173,72 @@ with tab3:
         st.plotly_chart(saliency_maps_figure(maps, sorted(frames)), width="stretch", key="sal_fig")
         st.caption("One colour scale for every panel (99.5th percentile of all maps shown). Regular vs "
                    "adversarially trained (`cnn_lstm_pgd_at`, DeepSAVA App. D); a certified model is not shipped yet.")
+
+with tab5:
+    from core.msr import MSRParams
+
+    st.markdown("The MSR bounds (Wu & Kwiatkowska) of the first N test clips under one setting — one job task per "
+                "clip, cached, on Ray or serially. Every bound carries its guarantee: **sound** (the continuous "
+                "MSR, no assumption), **grid** (the FMSR on the τ-grid only).")
+    d = MSRParams()
+    c = st.columns(4)
+    ms_model = c[0].selectbox("Model", [m for m in shipped if not m.startswith("motion_stream")], key="ms_model")
+    ms_clips = int(c[1].number_input("Test clips", 1, 400, 4, key="ms_clips"))
+    ms_metric = c[2].selectbox("Metric", ["l2", "l1", "linf"], key="ms_metric")
+    ms_flows = c[3].text_input("Flows (frame pairs)", "7", key="ms_flows", help="e.g. 7 or 3,7; empty = all")
+    c = st.columns(4)
+    ms_block = int(c[0].selectbox("Block (px)", [8, 16, 32], index=1, key="ms_block"))
+    ms_tau = float(c[1].number_input("τ (grid step, px)", 0.05, 4.0, float(d.tau), 0.05, key="ms_tau"))
+    ms_budget = float(c[2].number_input("Budget d", 1.0, 5000.0, 300.0, 10.0, key="ms_budget"))
+    ms_iters = int(c[3].number_input("Iterations per clip", 1, 10_000, 50, key="ms_iters",
+                                     help="bounds the work of every task (a wall-clock limit would make "
+                                          "cached results irreproducible)"))
+    c = st.columns(3)
+    ms_certify = c[0].checkbox("Certified lower bound (CROWN)", True, key="ms_certify")
+    ms_engine = c[1].selectbox("Engine", ["auto", "ray", "serial"], key="ms_engine")
+    ms_workers = int(c[2].number_input("Ray workers", 1, 64, 2, key="ms_workers"))
+    try:
+        flows = [int(f) for f in ms_flows.split(",") if f.strip()] or None
+    except ValueError:
+        st.error(f"Flows must be comma-separated frame-pair indices, got {ms_flows!r}.")
+        st.stop()
+    params = {"metric": ms_metric, "tau": ms_tau, "budget": ms_budget, "flows": flows, "block": ms_block,
+              "max_iters": ms_iters, "time_limit": 600.0, "certify": ms_certify}
+    mkey = json.dumps([ms_model, ms_clips, params])
+    mstore = st.session_state.setdefault("msrset", {})
+    b1, b2 = st.columns([1, 5])
+    if b1.button("Run", type="primary", key="ms_run"):
+        from core.experiments.msr_set import msr_over_clips
+
+        bar = st.progress(0.0, text="starting…")
+        try:
+            mstore[mkey] = msr_over_clips(ms_model, ms_clips, params, engine=ms_engine, workers=ms_workers,
+                                          progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+        except CoreError as e:
+            st.error(str(e))
+        bar.empty()
+        while len(mstore) > 8:
+            mstore.pop(next(iter(mstore)))
+    b2.button("■ Stop", key="ms_stop", help="Any click stops a running job; finished clips stay cached.")
+    mout = mstore.get(mkey)
+    if mout is None:
+        st.info("Choose a model and the manipulation space, then **Run**. CLI: `python -m core msrset --model "
+                f"{ms_model} --clips {ms_clips} --metric {ms_metric} --flows {ms_flows or 'all'} --block {ms_block} "
+                f"--max-iters {ms_iters} --json`.")
+    elif mout["rows"]:
+        st.caption(f"engine: {mout['engine']} · {mout['computed']} clips computed, {mout['cached']} from the cache"
+                   + (f", {mout['cancelled']} cancelled" if mout["cancelled"] else ""))
+        st.plotly_chart(msr_set_figure(mout["rows"], ms_budget), width="stretch", key="ms_fig")
+        table = []
+        for r in mout["rows"]:
+            row = {"clip": r["clip"], "label": r["label"], "predicted": r["predicted"]}
+            for b in r["bounds"]:
+                row[f"{b['name']} ({b['guarantee']})"] = b["value"]
+            row["robust within budget"] = r["robust_within_budget"]
+            table.append(row)
+        mdf = pd.DataFrame(table)
+        st.dataframe(mdf, hide_index=True, width="stretch", key="ms_table")
+        d1, d2 = st.columns(2)
+        d1.download_button("Bounds (CSV)", mdf.to_csv(index=False), "msr_clips.csv", "text/csv", key="ms_csv")
+        d2.download_button("Result (JSON)", dumps(mout, indent=2), "msr_clips.json", "application/json",
+                           key="ms_json")

@@ -346,3 +346,24 @@ def test_experiments_page_transfer_compression_saliency():
     assert not at.exception
     cp = next(d.value for d in at.dataframe if "survives" in d.value.columns)
     assert list(cp["level"]) == [23.0]
+
+
+def test_experiments_page_msr_over_clips():
+    at = _on_page("pages/experiments.py")
+    at.selectbox(key="ms_model").set_value("cnn_lstm")
+    at.number_input(key="ms_clips").set_value(2)
+    at.number_input(key="ms_iters").set_value(3)
+    at.checkbox(key="ms_certify").set_value(False)
+    at.selectbox(key="ms_engine").set_value("serial")
+    at.run()
+    at.button(key="ms_run").click()
+    at.run()
+    assert not at.exception
+    df = next(d.value for d in at.dataframe if "clip" in d.value.columns and "grid_lower (grid)" in d.value.columns)
+    assert list(df["clip"]) == [0, 1] and "upper_msr (sound)" in df.columns
+    assert (df["grid_lower (grid)"] > 0).all()  # A* climbed at least one atomic move in 3 iterations
+    labels = [b.label for b in at.get("download_button")]
+    assert "Bounds (CSV)" in labels
+    at.text_input(key="ms_flows").set_value("7,x")
+    at.run()
+    assert any("Flows must be" in e.value for e in at.error)

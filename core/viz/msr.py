@@ -60,3 +60,36 @@ def lower_traces_figure(traces: dict[str, list[dict]], title: str, yaxis: str = 
     fig.update_layout(title=title, xaxis_title="iteration", yaxis_title=yaxis, height=320,
                       margin=dict(l=10, r=10, t=40, b=40))
     return fig
+
+
+def msr_set_figure(rows: list[dict], budget: float) -> go.Figure:
+    """Bounds of every clip of a clip set side by side (one column per clip): the grid lower bound
+    (blue), the sound certified lower bound (green), the sound upper bound of a verified adversarial
+    video (red; none = robust within the budget), each named with its guarantee, and the budget."""
+    x = [f"{r['clip']} · {r['label']}" for r in rows]
+
+    def value(r: dict, name: str) -> float | None:
+        v = next((b["value"] for b in r.get("bounds", []) if b["name"] == name), None)
+        return v if v is not None and math.isfinite(v) else None
+
+    fig = go.Figure()
+    for name, label, color, symbol in (
+            ("grid_lower", "lower bound (A*) — grid (FMSR only)", "#1f77b4", "triangle-up"),
+            ("certified_lower", "certified lower bound — sound", "#2ca02c", "diamond"),
+            ("upper_msr", "upper bound: verified adversarial video — sound", "#d62728", "triangle-down")):
+        ys = [value(r, name) for r in rows]
+        if any(y is not None for y in ys):
+            fig.add_trace(go.Scatter(x=x, y=ys, mode="markers", name=label,
+                                     marker=dict(color=color, size=11, symbol=symbol)))
+    for xi, r in zip(x, rows):  # the gap between the best sound lower bound and the upper bound
+        lo = max(v for v in (value(r, "certified_lower"), 0.0) if v is not None)
+        up = value(r, "upper_msr")
+        fig.add_trace(go.Scatter(x=[xi, xi], y=[lo, up if up is not None else budget], mode="lines",
+                                 line=dict(color="rgba(120,120,120,0.5)", width=6,
+                                           dash="solid" if up is not None else "dot"),
+                                 hoverinfo="skip", showlegend=False))
+    fig.add_hline(y=budget, line_dash="dot", line_color="grey", annotation_text="budget d",
+                  annotation_position="top left")
+    fig.update_layout(xaxis_title="test clip", yaxis_title="flow distance ‖δ‖ (px)", height=420,
+                      margin=dict(l=10, r=10, t=10, b=40), legend=dict(orientation="h", y=-0.25, yanchor="top", x=0))
+    return fig
