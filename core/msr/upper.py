@@ -13,6 +13,8 @@ Search (per iteration):
    ℓ1 moves the single coordinate of largest ``|∇m|``.
 2. Once adversarial: *shrink* the best witness towards 0 by a factor and step back to the
    boundary; a ray search ``α z`` (α ∈ (0, 1]) trims every adversarial candidate.
+2b. When that stops improving: a **minimum-norm search with restarts** (:class:`MinNormSearch`,
+   FMN of Pintor et al. 2021) from the best witness and from random points at its distance.
 3. Every candidate is **re-verified** by a fresh full forward pass; the best continuous witness
    bounds MSR from above. For FMSR it is snapped to the τ-grid (nearest and away-from-zero
    rounding) and verified again. Both bests only ever improve (monotone non-increasing).
@@ -50,7 +52,7 @@ class GradientSearch:
 
     def __init__(self, ev: Evaluator, metric: str, tau: float, overshoot: float = 0.05,
                  shrink: float = 0.3, max_step: float = 1.0, max_disp: float = 8.0,
-                 steps_until_found: int = 4) -> None:
+                 steps_until_found: int = 4, restarts: int = 10, fmn_steps: int = 150, seed: int = 0) -> None:
         self.p = check_metric(metric)
         self.ev, self.metric, self.tau = ev, metric, float(tau)
         self.D = ev.space.dims
@@ -64,7 +66,27 @@ class GradientSearch:
         self.best_grid: Witness | None = None
         self.iterations = 0
         self.stale = 0
-        self.converged = False
+        self.descent_done = False
+        self.restarts = restarts
+        self.fmn = MinNormSearch(ev, metric, steps=fmn_steps, max_disp=max_disp, seed=seed)
+
+    @property
+    def converged(self) -> bool:
+        """The DeepFool/shrink descent has stopped improving and every FMN restart has run."""
+        return self.descent_done and self.fmn.runs >= self.restarts
+
+    def refine(self) -> bool:
+        """One FMN run (:class:`MinNormSearch`) from the best witness (run 0) or a random restart;
+        its smallest adversarial iterate is trimmed along its ray and re-verified."""
+        if self.best is None and self.fmn.runs > 0:
+            self.fmn.runs = self.restarts  # no witness to restart around
+            return False
+        cands: list[torch.Tensor] = []
+        self.fmn.run(self.best.z if self.best is not None else None, cands.append)
+        if not cands:
+            return False
+        z = min(cands, key=self.dist)
+        return self._consider(self._trim(z))
 
     def dist(self, z: torch.Tensor) -> float:
         return float(self.ev.space.norm(z, self.metric))
@@ -174,10 +196,13 @@ class GradientSearch:
             self.max_step = saved
 
     def step(self, quick: bool = False) -> bool:
-        """One search iteration; returns whether a bound improved. ``quick``: :meth:`quick` first."""
+        """One search iteration; returns whether a bound improved. ``quick``: :meth:`quick` first.
+        Once the descent stops improving, each call is one FMN run (:meth:`refine`)."""
         if self.converged:
             return False
         self.iterations += 1
+        if self.descent_done:
+            return self.refine()
         if quick and self.best is None and self.quick():
             return True
         if self.best is None:
@@ -187,7 +212,7 @@ class GradientSearch:
                     break
             else:
                 if self.iterations * self.steps_until_found >= 400:
-                    self.converged = True  # give up: no witness within the trust region
+                    self.descent_done = True  # no witness within the trust region: FMN tries next
                 return False
             cand = self.z
         else:
@@ -204,5 +229,107 @@ class GradientSearch:
             if self.best is not None:
                 self.shrink *= 0.5
         if self.best is not None and (self.shrink < 1e-3 or self.stale >= 8):
-            self.converged = True
+            self.descent_done = True
         return improved
+
+
+def project(z: torch.Tensor, radius: float, p: float) -> torch.Tensor:
+    """Euclidean projection of ``z`` onto the ℓp ball ``‖z‖_p ≤ radius`` (p ∈ {1, 2, ∞}; ℓ1 by the
+    sort-and-threshold algorithm of Duchi et al. 2008)."""
+    if radius <= 0:
+        return torch.zeros_like(z)
+    if math.isinf(p):
+        return z.clamp(-radius, radius)
+    if p == 2.0:
+        n = float(z.norm())
+        return z if n <= radius else z * (radius / n)
+    a = z.abs()
+    if float(a.sum()) <= radius:
+        return z
+    u = torch.sort(a, descending=True).values
+    css = torch.cumsum(u, 0)
+    k = torch.arange(1, len(u) + 1, dtype=z.dtype)
+    rho = int(torch.nonzero(u * k > (css - radius)).max())
+    theta = (css[rho] - radius) / (rho + 1)
+    return torch.sign(z) * (a - theta).clamp_min(0)
+
+
+class MinNormSearch:
+    """Fast minimum-norm search (FMN, Pintor et al. NeurIPS 2021, Alg. 1) in the block space, with
+    restarts — the refinement that runs once :class:`GradientSearch` stops improving.
+
+    One run of ``steps`` iterations: with the margin ``m(z)`` (< 0 = adversarial) and its gradient,
+
+    * the norm constraint ε adapts: adversarial → ``ε = min(ε, ‖z‖)(1 − γ)``; not adversarial →
+      ``ε = ‖z‖ + |m| / ‖∇m‖_q`` (the linearised distance to the boundary) before a witness exists,
+      else ``ε (1 + γ)``;
+    * ``z`` takes a normalised steepest-descent step on ``m`` of length α (ℓ2: ``∇m/‖∇m‖₂``, ℓ∞:
+      ``sign ∇m``, ℓ1: the largest-|∇m| coordinates) and is projected onto ``‖z‖_p ≤ ε`` and the
+      displacement box;
+    * γ and α follow cosine schedules (γ₀ = 0.05, α₀ = ε/2 → 1 % of that).
+
+    Run 0 starts from the gradient search's best witness; later runs from random points on the
+    sphere of the best distance (restarts). Every adversarial iterate is handed to the caller, which
+    re-verifies it with a fresh forward pass before it may bound anything.
+    """
+
+    def __init__(self, ev: Evaluator, metric: str, steps: int = 150, gamma: float = 0.05,
+                 max_disp: float = 8.0, seed: int = 0) -> None:
+        self.ev, self.metric, self.p = ev, metric, check_metric(metric)
+        self.q = {1.0: math.inf, 2.0: 2.0}.get(self.p, 1.0)  # dual norm
+        self.w = ev.space.weight(metric)
+        self.steps, self.gamma0, self.max_disp = steps, gamma, max_disp
+        self.gen = torch.Generator().manual_seed(seed)
+        self.runs = 0
+
+    def _znorm(self, z: torch.Tensor) -> float:
+        return float(torch.linalg.vector_norm(z, ord=self.p))
+
+    def _direction(self, g: torch.Tensor) -> torch.Tensor:
+        if self.p == 2.0:
+            n = float(g.norm())
+            return g / n if n > 0 else g
+        if math.isinf(self.p):
+            return torch.sign(g)
+        k = max(1, g.numel() // 100)  # ℓ1: the k coordinates of largest |∇m|
+        d = torch.zeros_like(g)
+        idx = torch.topk(g.abs(), k).indices
+        d[idx] = torch.sign(g[idx]) / k
+        return d
+
+    def start(self, best: torch.Tensor | None) -> torch.Tensor:
+        if best is None or self.runs == 0:
+            return torch.zeros(self.ev.space.dims, dtype=torch.float64) if best is None else best.clone()
+        r = self._znorm(best)
+        d = torch.randn(best.numel(), generator=self.gen, dtype=torch.float64)
+        d = d / max(float(torch.linalg.vector_norm(d, ord=self.p)), 1e-12)
+        return (d * r).clamp(-self.max_disp, self.max_disp)
+
+    def run(self, best: torch.Tensor | None, on_adversarial) -> None:
+        """One FMN run; ``on_adversarial(z)`` receives every iterate whose margin is negative."""
+        z = self.start(best)
+        eps = self._znorm(best) if best is not None else math.inf
+        found = best is not None
+        alpha0 = None
+        for k in range(self.steps):
+            cos = 0.5 * (1 + math.cos(math.pi * k / self.steps))
+            gamma = 0.001 + (self.gamma0 - 0.001) * cos
+            m, g = self.ev.margin_and_grad(z)
+            zn = self._znorm(z)
+            if m < 0:
+                on_adversarial(z.clone())
+                found = True
+                eps = min(eps, zn) * (1 - gamma)
+            elif found:
+                eps = eps * (1 + gamma)
+            else:
+                gq = float(torch.linalg.vector_norm(g, ord=self.q))
+                eps = zn + (m / gq if gq > 0 else 1.0)
+            if alpha0 is None:
+                alpha0 = max(0.5 * (eps if math.isfinite(eps) else 1.0), 0.05)
+            alpha = alpha0 * (0.01 + 0.99 * cos)
+            z = z - alpha * self._direction(g)
+            z = project(z, eps, self.p).clamp(-self.max_disp, self.max_disp)
+        if float(self.ev.margins(z.unsqueeze(0))[0]) < 0:
+            on_adversarial(z.clone())
+        self.runs += 1
