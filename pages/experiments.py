@@ -95,9 +95,11 @@ with tab1:
 
 with tab4:
     st.markdown("Clean vs robust accuracy of regular and adversarially trained models under every attack "
-                "(DeepSAVA Tab. 11). Train more with `python -m core advtrain --model M --method pgd`.")
+                "(DeepSAVA Tab. 11): `cnn_lstm_pgd_at` (PGD-AT, Alg. 3) and `cnn_lstm_sava_at` (training on the "
+                "combined flow + noise perturbation, Alg. 4). Train more with `python -m core advtrain --model M "
+                "--method pgd|deepsava`.")
     c = st.columns(3)
-    at_default = [m for m in ("cnn_lstm", "cnn_lstm_pgd_at") if m in shipped]
+    at_default = [m for m in ("cnn_lstm", "cnn_lstm_pgd_at", "cnn_lstm_sava_at") if m in shipped]
     rb_models = c[0].multiselect("Models", shipped, default=at_default, key="rb_models")
     rb_methods = c[1].multiselect("Attacks", METHODS, default=["one-shot", "saliency-rg"], key="rb_methods")
     rb_clips = int(c[2].number_input("Test clips", 1, 400, 8, key="rb_clips"))
@@ -163,8 +165,9 @@ with tab2:
 with tab3:
     video = require_model_and_clip(sel)
     c = st.columns(3)
-    models = c[0].multiselect("Models", shipped, default=[m for m in ("cnn_lstm", "cnn_lstm_pgd_at", "c3d")
-                                                          if m in shipped], key="sal_models")
+    models = c[0].multiselect("Models", shipped, default=[m for m in ("cnn_lstm", "cnn_lstm_pgd_at",
+                                                                      "cnn_lstm_sava_at") if m in shipped],
+                              key="sal_models")
     smooth = int(c[1].number_input("SmoothGrad samples (0 = plain)", 0, 64, 0, key="sal_smooth"))
     T = video.shape[0]
     frames = c[2].multiselect("Frames", list(range(T)), default=[0, T // 2, T - 1], key="sal_frames")
@@ -172,7 +175,8 @@ with tab3:
         maps = {m: _maps(m, sel.video_key, sel.true_label, smooth, video) for m in models}
         st.plotly_chart(saliency_maps_figure(maps, sorted(frames)), width="stretch", key="sal_fig")
         st.caption("One colour scale for every panel (99.5th percentile of all maps shown). Regular vs "
-                   "adversarially trained (`cnn_lstm_pgd_at`, DeepSAVA App. D); a certified model is not shipped yet.")
+                   "adversarially trained (`cnn_lstm_pgd_at`, `cnn_lstm_sava_at`; DeepSAVA App. D). A certifiably "
+                   "trained model is not shipped yet (IBP training through the LSTM did not converge here).")
 
 with tab5:
     from core.msr import MSRParams
