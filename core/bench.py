@@ -265,6 +265,92 @@ def _print_keyframes(res: dict) -> None:
               f"{'met' if g['met'] else 'not met'}")
 
 
+def bench_certify(quick: bool = False, echo: bool = True) -> dict:
+    """The MSR bounds of cnn_lstm side by side, on synthetic:translate_left:0 and the bundled real
+    clip (Big Buck Bunny), 16-px blocks, ℓ2: the sound certified lower bound (CROWN + branch and
+    bound) after 10 s and after the time limit, the upper bound (descent, then FMN restarts) and a
+    min-norm baseline (FMN alone from 0 with restarts) in the same time; the ratio lower ÷ upper;
+    the certificate on the page defaults (15 flows); the A* grid lower bound with the ``certified``
+    heuristic vs ``zero`` after the same time."""
+    from core.classifier import as_classifier
+    from core.inference import prepare
+    from core.models import load_model
+    from core.models.registry import ASSETS
+    from core.msr import MSRParams, MSRSolver
+    from core.msr.space import Evaluator, FlowSpace
+    from core.msr.upper import GradientSearch, MinNormSearch
+    from core.verify import CertifiedRadius
+    from core.video import open_video
+
+    limit = 4.0 if quick else 60.0
+    net, spec = load_model("cnn_lstm", "cpu")
+    clf = as_classifier(net, spec)
+    clips = {"synthetic:translate_left:0": "synthetic:translate_left:0"}
+    real = ASSETS.parent / "samples" / "bigbuckbunny_320x180.mp4"
+    if real.exists() and not quick:
+        clips["bigbuckbunny (real)"] = str(real)
+    rows = []
+    for name, src in clips.items():
+        video = prepare(open_video(src, spec.frames, spec.size)[0], spec)
+        space = FlowSpace(video, flows=[7], block=16)
+        cr = CertifiedRadius(clf, space, "l2")
+        cert = cr.run(time_limit=limit)
+        at10 = max([e["certified_lower"] for e in cert["trace"] if e["seconds"] <= 10.0] + [0.0])
+        ev = Evaluator(clf, space)
+        gs = GradientSearch(ev, "l2", 0.5)
+        t0 = time.perf_counter()
+        while not gs.converged and time.perf_counter() - t0 < limit:
+            gs.step(quick=gs.iterations == 0)
+        upper = gs.best.distance if gs.best else math.inf
+        descent_only = GradientSearch(Evaluator(clf, space), "l2", 0.5, restarts=0)
+        t0 = time.perf_counter()
+        while not descent_only.converged and time.perf_counter() - t0 < limit:
+            descent_only.step(quick=descent_only.iterations == 0)
+        base_ev = Evaluator(clf, space)
+        fmn = MinNormSearch(base_ev, "l2")
+        best_fmn = math.inf
+        t0 = time.perf_counter()
+        best_z = None
+        while time.perf_counter() - t0 < limit:
+            found: list = []
+            fmn.run(best_z, found.append)
+            for z in found:
+                d = float(space.norm(z, "l2"))
+                if d < best_fmn and base_ev.verify(z.float())["adversarial"]:
+                    best_fmn, best_z = d, z
+            if best_z is None:
+                break  # no witness from 0: restarts need one
+        page = CertifiedRadius(clf, FlowSpace(video, flows=list(range(15)), block=16), "l2")
+        page_res = page.run(time_limit=limit)
+        astar = {}
+        for h in ("zero", "certified"):
+            s = MSRSolver(clf, video, MSRParams(metric="l2", tau=0.5, flows=[7], block=16, heuristic=h, upper=False,
+                                                certify=h == "certified", time_limit=limit, max_iters=10_000_000))
+            res = s.run_all()
+            astar[h] = res["lower"]
+        row = {"clip": name, "dims": space.dims, "certified_lower_10s": at10, "certified_lower": cert["certified_lower"],
+               "upper": upper, "upper_descent_only": descent_only.best.distance if descent_only.best else None,
+               "fmn_baseline": best_fmn if math.isfinite(best_fmn) else None,
+               "lower_over_upper": cert["certified_lower"] / upper if math.isfinite(upper) else None,
+               "page_defaults_certified_lower": page_res["certified_lower"], "page_note": page_res["note"],
+               "astar_lower_zero": astar["zero"], "astar_lower_certified": astar["certified"]}
+        rows.append(row)
+        if echo:
+            up = f"{upper:.1f}" if math.isfinite(upper) else "none"
+            print(f"{name}: 1 flow, 16-px blocks, ℓ2 ({space.dims} dims), {limit:.0f} s each, 1 thread", flush=True)
+            print(f"  certified lower (sound)  {at10:.3f} after 10 s, {cert['certified_lower']:.3f} after {limit:.0f} s "
+                  f"({cert['boxes']} boxes)")
+            print(f"  upper (verified witness) {up}   descent alone {row['upper_descent_only']}   FMN baseline "
+                  f"{row['fmn_baseline']}")
+            ratio = row["lower_over_upper"]
+            print(f"  certified lower / upper  {ratio:.2%}" if ratio is not None else "  certified lower / upper  —")
+            print(f"  page defaults (15 flows, {page.space.dims} dims): certified lower {page_res['certified_lower']:.4g}"
+                  + (f" — {page_res['note']}" if page_res["note"] else ""))
+            print(f"  A* grid lower after {limit:.0f} s: zero heuristic {astar['zero']:.2f}, certified heuristic "
+                  f"{astar['certified']:.2f}")
+    return {"target": "certify", "model": "cnn_lstm", "time_limit_s": limit, "rows": rows}
+
+
 def bench_ray(quick: bool = False, echo: bool = True) -> dict:
     """A transfer job (one-shot on c3d, judged on c3d and frame_cnn) over N clips: serial, local Ray
     with 1 worker and with 2 workers, side by side (no cache), and Ray's overhead on a 4-clip job."""
@@ -310,6 +396,8 @@ def bench_ray(quick: bool = False, echo: bool = True) -> dict:
 def run_bench(target: str, quick: bool = False, echo: bool = True) -> dict:
     if target == "keyframes":
         return bench_keyframes(quick, echo)
+    if target == "certify":
+        return bench_certify(quick, echo)
     if target == "ray":
         return bench_ray(quick, echo)
     if target == "attacks":

@@ -603,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sigma", type=float, default=0.1, help="SmoothGrad noise σ")
     sp.add_argument("--out", default=None, help="save the maps (T, H, W) float32 as .npy")
     sp = add("bench", "speed benchmarks, measured side by side in one run")
-    sp.add_argument("target", choices=["flow", "msr", "attacks", "keyframes", "ray"])
+    sp.add_argument("target", choices=["flow", "msr", "attacks", "keyframes", "certify", "ray"])
     sp.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
     return p
 
