@@ -323,7 +323,7 @@ def cmd_robust(args: argparse.Namespace) -> dict:
     attacks = {}
     for m in [a.strip() for a in args.methods.split(",") if a.strip()]:
         attacks[m] = ({"eps": args.eps} if m in ("one-shot", "saliency", "saliency-rg") else
-                      {"frames": 1, "max_iters": args.max_iters, **({"select": "first"} if m == "deepsava" else {})})
+                      {"frames": 1, "max_iters": args.max_iters, **({"select": args.select} if m == "deepsava" else {})})
     log = None if args.json else (lambda f, s: print(f"{f:6.1%}  {s}", flush=True))
     out = robust_table(_names(args.models, "models"), attacks, clips=args.clips, engine=args.engine,
                        workers=args.workers, progress=log)
@@ -578,6 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--methods", default="one-shot,saliency-rg,deepsava")
     sp.add_argument("--eps", type=float, default=0.01, help="ε of the Inkawhich attacks")
     sp.add_argument("--max-iters", type=int, default=40, help="iterations of the sparse attacks")
+    sp.add_argument("--select", default="first", choices=["first", "bo", "random", "brute"],
+                    help="DeepSAVA key frame: first (Mu et al. §4.3) or a search")
     sp.add_argument("--clips", type=int, default=16)
     sp.add_argument("--engine", default="auto", choices=["auto", "ray", "serial"])
     sp.add_argument("--workers", type=int, default=2)
