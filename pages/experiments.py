@@ -230,7 +230,7 @@ with tab5:
                 f"{ms_model} --clips {ms_clips} --metric {ms_metric} --flows {ms_flows or 'all'} --block {ms_block} "
                 f"--max-iters {ms_iters} --json`.")
     elif mout["rows"]:
-        st.caption(f"engine: {mout['engine']} · {mout['computed']} clips computed, {mout['cached']} from the cache"
+        st.caption(f"engine: {mout['engine']} · {mout['computed']} clip(s) computed, {mout['cached']} from the cache"
                    + (f", {mout['cancelled']} cancelled" if mout["cancelled"] else ""))
         st.plotly_chart(msr_set_figure(mout["rows"], ms_budget), width="stretch", key="ms_fig")
         table = []

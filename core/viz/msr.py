@@ -81,13 +81,17 @@ def msr_set_figure(rows: list[dict], budget: float) -> go.Figure:
         if any(y is not None for y in ys):
             fig.add_trace(go.Scatter(x=x, y=ys, mode="markers", name=label,
                                      marker=dict(color=color, size=11, symbol=symbol)))
+    shown: set[bool] = set()
     for xi, r in zip(x, rows):  # the gap between the best sound lower bound and the upper bound
         lo = max(v for v in (value(r, "certified_lower"), 0.0) if v is not None)
         up = value(r, "upper_msr")
-        fig.add_trace(go.Scatter(x=[xi, xi], y=[lo, up if up is not None else budget], mode="lines",
+        name = ("MSR unknown in this range (sound bounds)" if up is not None
+                else "MSR unknown up to the budget (no adversarial video found)")
+        fig.add_trace(go.Scatter(x=[xi, xi], y=[lo, up if up is not None else budget], mode="lines", name=name,
                                  line=dict(color="rgba(120,120,120,0.5)", width=6,
                                            dash="solid" if up is not None else "dot"),
-                                 hoverinfo="skip", showlegend=False))
+                                 hoverinfo="skip", showlegend=(up is not None) not in shown))
+        shown.add(up is not None)
     fig.add_hline(y=budget, line_dash="dot", line_color="grey", annotation_text="budget d",
                   annotation_position="top left")
     fig.update_layout(xaxis_title="test clip", yaxis_title="flow distance ‖δ‖ (px)", height=420,
