@@ -16,7 +16,7 @@ from core.viz import prediction_bar
 from core.viz.attacks import (accuracy_eps_figure, amplified, frame_grid, frames_histogram_figure, levels_figure,
                               saliency_figure, synced_players_html, timeline_figure, trials_figure)
 from core.viz.flow import comparison_figure
-from pages.common import current, keep, load_shipped_model, require_model_and_clip
+from pages.common import current, keep, load_shipped_model, require_model_and_clip, run_job
 
 LABELS = {"one-shot": "One-shot FGSM (Inkawhich Eq. 3.3)", "saliency": "Iterative saliency (Eq. 3.4)",
           "saliency-rg": "Iterative saliency, refreshed gradients (RG)", "deepsava": "DeepSAVA (spatial + additive, SSIM)",
@@ -209,16 +209,9 @@ with tab2:
     if b1.button("Run sweep", type="primary", key="sw_run", disabled=not models or not methods):
         from core.attacks.sweep import sweep_jobs
 
-        bar = st.progress(0.0, text="starting…")
-        try:
-            sweeps[sw_key] = sweep_jobs(models, methods, n_clips=n_clips, eps_values=eps_values, frames=sw_frames,
-                                        select=sw_select, engine=sw_engine, workers=sw_workers,
-                                        progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
-        except CoreError as e:
-            st.error(str(e))
-        bar.empty()  # the progress bar ends with the sweep
-        while len(sweeps) > 8:
-            sweeps.pop(next(iter(sweeps)))
+        run_job("sweeps", sw_key, lambda progress: sweep_jobs(models, methods, n_clips=n_clips, eps_values=eps_values,
+                                                              frames=sw_frames, select=sw_select, engine=sw_engine,
+                                                              workers=sw_workers, progress=progress))
     b2.button("■ Stop", key="sw_stop", help="Any click stops a running sweep; finished tasks stay cached.")
     out = sweeps.get(sw_key)
     if out is not None:

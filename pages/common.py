@@ -209,6 +209,22 @@ def keep(*keys: str, valid: dict[str, Callable[[object], bool]] | None = None) -
         ss[k] = v
 
 
+def run_job(store: str, key: str, job: Callable[[Callable[[float, str], None]], dict], limit: int = 8) -> None:
+    """Run one dataset-scale job with a progress bar that ends with it; keep its result under ``key``
+    in the session's ``store`` (the ``limit`` newest results). ``job(progress)`` gets the bar's
+    callback; a :class:`CoreError` becomes one clear message. Any click while it runs stops it (a
+    Streamlit rerun); the tasks that finished stay in the disk cache."""
+    results = st.session_state.setdefault(store, {})
+    bar = st.progress(0.0, text="starting…")
+    try:
+        results[key] = job(lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+    except CoreError as e:
+        st.error(str(e))
+    bar.empty()  # the progress bar ends with the job
+    while len(results) > limit:
+        results.pop(next(iter(results)))
+
+
 def forget(*keys: str) -> None:
     """Drop settings (widget value and kept copy) so their widgets start from their defaults."""
     store = st.session_state.get("_kept_settings", {})

@@ -13,7 +13,7 @@ from core.jsonutil import dumps
 from core.models import available_models
 from core.viz.attacks import saliency_maps_figure, transfer_figure
 from core.viz.msr import msr_set_figure
-from pages.common import current, keep, load_shipped_model, require_model_and_clip
+from pages.common import current, keep, load_shipped_model, require_model_and_clip, run_job
 
 st.title("Experiments")
 st.markdown("DeepSAVA's experiments over many clips and models: **transferability** of adversarial clips "
@@ -63,15 +63,8 @@ with tab1:
     if b1.button("Run", type="primary", key="tr_run", disabled=not sources or not targets):
         from core.experiments.transfer import transfer_matrix
 
-        bar = st.progress(0.0, text="starting…")
-        try:
-            store[key] = transfer_matrix(sources, targets, method, clips, kw, engine=engine, workers=workers,
-                                         progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
-        except CoreError as e:
-            st.error(str(e))
-        bar.empty()
-        while len(store) > 8:
-            store.pop(next(iter(store)))
+        run_job("transfer", key, lambda progress: transfer_matrix(sources, targets, method, clips, kw, engine=engine,
+                                                                 workers=workers, progress=progress))
     b2.button("■ Stop", key="tr_stop", help="Any click stops a running job; finished tasks stay cached.")
     out = store.get(key)
     if out is None:
@@ -111,13 +104,7 @@ with tab4:
         attacks = {m: ({"eps": 0.01} if m in INKAWHICH else
                        {"frames": 1, "max_iters": 40, **({"select": "first"} if m == "deepsava" else {})})
                    for m in rb_methods}
-        bar = st.progress(0.0, text="starting…")
-        try:
-            rstore[rkey] = robust_table(rb_models, attacks, rb_clips,
-                                        progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
-        except CoreError as e:
-            st.error(str(e))
-        bar.empty()
+        run_job("robust", rkey, lambda progress: robust_table(rb_models, attacks, rb_clips, progress=progress))
     rout = rstore.get(rkey)
     if rout is not None:
         rdf = pd.DataFrame([{k: r[k] for k in ("model", "attack", "clean_accuracy", "robust_accuracy", "n")}
@@ -214,15 +201,8 @@ with tab5:
     if b1.button("Run", type="primary", key="ms_run"):
         from core.experiments.msr_set import msr_over_clips
 
-        bar = st.progress(0.0, text="starting…")
-        try:
-            mstore[mkey] = msr_over_clips(ms_model, ms_clips, params, engine=ms_engine, workers=ms_workers,
-                                          progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
-        except CoreError as e:
-            st.error(str(e))
-        bar.empty()
-        while len(mstore) > 8:
-            mstore.pop(next(iter(mstore)))
+        run_job("msrset", mkey, lambda progress: msr_over_clips(ms_model, ms_clips, params, engine=ms_engine,
+                                                                workers=ms_workers, progress=progress))
     b2.button("■ Stop", key="ms_stop", help="Any click stops a running job; finished clips stay cached.")
     mout = mstore.get(mkey)
     if mout is None:
