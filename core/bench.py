@@ -352,44 +352,61 @@ def bench_certify(quick: bool = False, echo: bool = True) -> dict:
 
 
 def bench_ray(quick: bool = False, echo: bool = True) -> dict:
-    """A transfer job (one-shot on c3d, judged on c3d and frame_cnn) over N clips: serial, local Ray
-    with 1 worker and with 2 workers, side by side (no cache), and Ray's overhead on a 4-clip job."""
+    """Two jobs over N clips, each serially, on a local Ray with 1 worker and with 2 workers, side by
+    side, no cache: a transfer job of cheap tasks (one-shot on c3d, judged on c3d and frame_cnn) and a
+    sweep of heavier tasks (saliency-RG on cnn_lstm, one task per clip); and Ray's overhead on a
+    4-clip job."""
     import os
     import time
 
     import ray
 
+    from core.attacks.sweep import sweep_jobs
     from core.experiments.transfer import transfer_matrix
 
     old = os.environ.get("VRD_CACHE_DIR")
     os.environ["VRD_CACHE_DIR"] = "off"
-    n = 16 if quick else 64
-    kw = dict(sources=["c3d"], targets=["c3d", "frame_cnn"], method="one-shot", attack_kw={"eps": 0.02})
-    out: dict = {"clips": n}
+    n = 8 if quick else 64
+    jobs = {
+        "transfer (one-shot)": lambda clips, engine, workers: transfer_matrix(
+            ["c3d"], ["c3d", "frame_cnn"], "one-shot", clips, {"eps": 0.02}, engine=engine, workers=workers)["fr"],
+        "sweep (saliency-RG)": lambda clips, engine, workers: [
+            (r["FR"], r["attacked"]) for r in sweep_jobs(["cnn_lstm"], ["saliency-rg"], n_clips=clips,
+                                                        eps_values=[0.01], engine=engine, workers=workers)["rows"]],
+    }
+    out: dict = {"clips": n, "jobs": {}}
     try:
-        for label, engine, workers, clips in (("serial", "serial", 1, n), ("ray 1 worker", "ray", 1, n),
-                                              ("ray 2 workers", "ray", 2, n), ("serial 4 clips", "serial", 1, 4),
-                                              ("ray 2 workers 4 clips", "ray", 2, 4)):
-            if engine == "ray":
-                ray.shutdown()
-            t0 = time.perf_counter()
-            res = transfer_matrix(**kw, clips=clips, engine=engine, workers=workers)
-            out[label] = {"seconds": time.perf_counter() - t0, "fr": res["fr"]}
-            if echo:
-                print(f"{label:24s} {out[label]['seconds']:7.2f} s  FR {res['fr']}", flush=True)
+        for job, fn in jobs.items():
+            res: dict = {}
+            runs = (("serial", "serial", 1, n), ("ray 1 worker", "ray", 1, n), ("ray 2 workers", "ray", 2, n))
+            if job.startswith("transfer"):
+                runs += (("serial 4 clips", "serial", 1, 4), ("ray 2 workers 4 clips", "ray", 2, 4))
+            for label, engine, workers, clips in runs:
+                if engine == "ray":
+                    ray.shutdown()
+                t0 = time.perf_counter()
+                value = fn(clips, engine, workers)
+                res[label] = {"seconds": time.perf_counter() - t0, "result": value}
+                if echo:
+                    print(f"{job:22s} {label:24s} {res[label]['seconds']:7.2f} s  {value}", flush=True)
+            s, r1, r2 = (res[k]["seconds"] for k in ("serial", "ray 1 worker", "ray 2 workers"))
+            res["ratios"] = {"ray 1 worker / ray 2 workers": r1 / r2, "serial / ray 2 workers": s / r2,
+                             "same results": res["serial"]["result"] == res["ray 1 worker"]["result"]
+                             == res["ray 2 workers"]["result"]}
+            if "serial 4 clips" in res:
+                res["ratios"]["ray overhead 4 clips (s)"] = (res["ray 2 workers 4 clips"]["seconds"]
+                                                             - res["serial 4 clips"]["seconds"])
+            out["jobs"][job] = res
     finally:
         ray.shutdown()
         if old is None:
             os.environ.pop("VRD_CACHE_DIR", None)
         else:
             os.environ["VRD_CACHE_DIR"] = old
-    s, r1, r2 = (out[k]["seconds"] for k in ("serial", "ray 1 worker", "ray 2 workers"))
-    out["ratios"] = {"serial / ray 2 workers": s / r2, "ray 1 worker / ray 2 workers": r1 / r2,
-                     "ray overhead 4 clips (s)": out["ray 2 workers 4 clips"]["seconds"] - out["serial 4 clips"]["seconds"],
-                     "same results": out["serial"]["fr"] == out["ray 2 workers"]["fr"] == out["ray 1 worker"]["fr"]}
     if echo:
-        for k, v in out["ratios"].items():
-            print(f"{k:32s} {v:.2f}" if isinstance(v, float) else f"{k:32s} {v}")
+        for job, res in out["jobs"].items():
+            for k, v in res["ratios"].items():
+                print(f"{job:22s} {k:32s} {v:.2f}" if isinstance(v, float) else f"{job:22s} {k:32s} {v}")
     return out
 
 
