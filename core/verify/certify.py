@@ -13,8 +13,9 @@ float32 rounding). As the box shrinks, so does the range (unlike a window of sou
 
 **Through the model** (float64, :mod:`core.verify.bounds`): ``cnn_lstm``/``cnn_gru``/``cnn_rnn`` —
 CROWN through the per-step CNN N_C of the affected steps (its input is the affine snippet
-``[v_s, v_s − v_{s−1}]`` of the two boxed frames), then interval propagation through the recurrent
-head N_R and an exact bound of the final linear layer's margin rows; ``c3d`` — CROWN end to end with
+``[v_s, v_s − v_{s−1}]`` of the two boxed frames), then through the recurrent head N_R — CROWN
+through time for LSTMs (:class:`core.verify.bounds.LSTMCrown`, the better of it and intervals),
+interval propagation for GRU/RNN — and an exact bound of the final linear layer's margin rows; ``c3d`` — CROWN end to end with
 the margin rows ``e_y − e_j`` as the specification. Other models (Horn–Schunck inside
 ``motion_stream``, non-differentiable flows, ``frame_cnn``, TorchScript uploads) raise
 :class:`Unsupported` with a plain sentence.
@@ -42,8 +43,8 @@ from core.classifier import VideoClassifier, as_classifier
 from core.errors import ParameterError
 from core.flow import warp
 from core.msr.space import FlowSpace, check_metric
-from core.verify.bounds import (Unsupported, crown_backward, flatten_chain, ibp, margin_lower_linear, margin_spec,
-                                recurrent_ibp)
+from core.verify.bounds import (Unsupported, crown_backward, flatten_chain, ibp, lstm_crown_margins,
+                                margin_lower_linear, margin_spec, recurrent_ibp)
 
 TOL = 1e-4
 WARP_SLACK = 1e-5
@@ -269,7 +270,11 @@ class ModelBounds:
                 pl, ph = torch.maximum(pl, both[:n].view_as(pl)), torch.minimum(ph, -both[n:].view_as(ph))
             xs.append((pl.clamp_min(0), ph.clamp_min(0)))  # the final ReLU of N_C
         h = recurrent_ibp(self.m.rnn, xs)
-        return margin_lower_linear(h, self.m.fc, self.label)
+        ibp_m = margin_lower_linear(h, self.m.fc, self.label)
+        if self.method == "ibp" or not isinstance(self.m.rnn, nn.LSTM):
+            return ibp_m
+        # CROWN through time (back-substitution through the LSTM cells), never looser than IBP
+        return torch.maximum(ibp_m, lstm_crown_margins(self.m.rnn, xs, self.m.fc, self.label))
 
 
 # -- certification --------------------------------------------------------------------------------
@@ -353,7 +358,9 @@ class CertifiedRadius:
         if self.done:
             return self.lower
         if self.phase == "bisect":
-            r = self._try if self._try is not None else self._cap(0.02 * self.space.weight(self.metric))
+            # first probe: 0.02 px per dimension, shared by the manipulated flows
+            first = 0.02 * self.space.weight(self.metric) / max(1, len(getattr(self.space, "flows", [0])))
+            r = self._try if self._try is not None else self._cap(first)
             lo, hi = ball_box(self.space, r, self.metric)
             ok = self._box_margin(lo, hi, r) > TOL
             if ok:
@@ -369,11 +376,11 @@ class CertifiedRadius:
                 return self.lower
             if self.upper is not None and nxt >= self.upper:
                 nxt = (self.lower + self.upper) / 2
-            if self.lower == 0 and nxt < 1e-3 * self.space.weight(self.metric):
-                # not even a displacement of 1/1000 px per dimension can be certified: stop, say why
+            if self.lower == 0 and nxt < 1e-4 * self.space.weight(self.metric):
+                # not even a displacement of 1/10 000 px per dimension can be certified: stop, say why
                 self.phase, self.done = "none", True
                 self.note = ("no radius could be certified: the relaxation is too loose for this space "
-                             "(interval bounds through the recurrent head over many perturbed steps)")
+                             "(the bounds through the per-frame CNN and the recurrent head over many perturbed steps)")
                 return self.lower
             self._try = nxt
             return self.lower
