@@ -292,7 +292,7 @@ def bench_certify(quick: bool = False, echo: bool = True) -> dict:
     rows = []
     for name, src in clips.items():
         video = prepare(open_video(src, spec.frames, spec.size)[0], spec)
-        space = FlowSpace(video, flows=[7], block=16)
+        space = FlowSpace(video, flows=[14], block=16)
         cr = CertifiedRadius(clf, space, "l2")
         cert = cr.run(time_limit=limit)
         at10 = max([e["certified_lower"] for e in cert["trace"] if e["seconds"] <= 10.0] + [0.0])
@@ -324,7 +324,7 @@ def bench_certify(quick: bool = False, echo: bool = True) -> dict:
         page_res = page.run(time_limit=limit)
         astar = {}
         for h in ("zero", "certified"):
-            s = MSRSolver(clf, video, MSRParams(metric="l2", tau=0.5, flows=[7], block=16, heuristic=h, upper=False,
+            s = MSRSolver(clf, video, MSRParams(metric="l2", tau=0.5, flows=[14], block=16, heuristic=h, upper=False,
                                                 certify=h == "certified", time_limit=limit, max_iters=10_000_000))
             res = s.run_all()
             astar[h] = res["lower"]
