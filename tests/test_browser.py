@@ -70,7 +70,8 @@ def test_msr_page_live_chart_gains_points_then_stops(tmp_path):
         assert first_upper_s < 30  # goal < 2 s idle (README); generous for a loaded CI box
         page.wait_for_function(f"() => ({count_js})() >= 2", timeout=60_000)
         n1 = page.evaluate(count_js)
-        page.wait_for_function(f"() => ({count_js})() > {n1}", timeout=60_000)  # the live chart grows
+        # the live chart grows (a certification probe on the 15-flow default space takes ~13 s idle, longer loaded)
+        page.wait_for_function(f"() => ({count_js})() > {n1}", timeout=120_000)
         page.screenshot(path=str(tmp_path / "msr_running.png"), full_page=True)
         page.get_by_role("button", name="■ Stop").click()
         status = page.locator('[data-testid="stMetric"]').filter(has_text="Status")

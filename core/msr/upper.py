@@ -75,17 +75,20 @@ class GradientSearch:
         """The DeepFool/shrink descent has stopped improving and every FMN restart has run."""
         return self.descent_done and self.fmn.runs >= self.restarts
 
-    def refine(self) -> bool:
-        """One FMN run (:class:`MinNormSearch`) from the best witness (run 0) or a random restart;
-        its smallest adversarial iterate is trimmed along its ray and re-verified."""
+    def refine(self, chunk: int = 25) -> bool:
+        """Up to ``chunk`` FMN iterations (:class:`MinNormSearch`) of the current run — from the best
+        witness (run 0) or a random restart; when a run ends, its smallest adversarial iterate is
+        trimmed along its ray and re-verified."""
         if self.best is None and self.fmn.runs > 0:
             self.fmn.runs = self.restarts  # no witness to restart around
             return False
-        cands: list[torch.Tensor] = []
-        self.fmn.run(self.best.z if self.best is not None else None, cands.append)
-        if not cands:
+        if self.fmn.state is None:
+            self.fmn.begin(self.best.z if self.best is not None else None)
+            self._cands: list[torch.Tensor] = []
+        if not self.fmn.advance(chunk, self._cands.append) or not self._cands:
             return False
-        z = min(cands, key=self.dist)
+        z = min(self._cands, key=self.dist)
+        self._cands = []
         return self._consider(self._trim(z))
 
     def dist(self, z: torch.Tensor) -> float:
@@ -281,6 +284,7 @@ class MinNormSearch:
         self.steps, self.gamma0, self.max_disp = steps, gamma, max_disp
         self.gen = torch.Generator().manual_seed(seed)
         self.runs = 0
+        self.state: dict | None = None
 
     def _znorm(self, z: torch.Tensor) -> float:
         return float(torch.linalg.vector_norm(z, ord=self.p))
@@ -305,31 +309,48 @@ class MinNormSearch:
         d = d / max(float(torch.linalg.vector_norm(d, ord=self.p)), 1e-12)
         return (d * r).clamp(-self.max_disp, self.max_disp)
 
-    def run(self, best: torch.Tensor | None, on_adversarial) -> None:
-        """One FMN run; ``on_adversarial(z)`` receives every iterate whose margin is negative."""
-        z = self.start(best)
-        eps = self._znorm(best) if best is not None else math.inf
-        found = best is not None
-        alpha0 = None
-        for k in range(self.steps):
-            cos = 0.5 * (1 + math.cos(math.pi * k / self.steps))
+    def begin(self, best: torch.Tensor | None) -> None:
+        """Start a run (from ``best`` on the first run, else a random restart at its distance)."""
+        self.state = {"z": self.start(best), "eps": self._znorm(best) if best is not None else math.inf,
+                      "found": best is not None, "alpha0": None, "k": 0}
+
+    def advance(self, steps: int, on_adversarial) -> bool:
+        """Up to ``steps`` iterations of the current run (resumable, so a live view stays live);
+        ``on_adversarial(z)`` receives every iterate whose margin is negative. True when it ended."""
+        st = self.state
+        z, eps = st["z"], st["eps"]
+        for _ in range(steps):
+            if st["k"] >= self.steps:
+                break
+            cos = 0.5 * (1 + math.cos(math.pi * st["k"] / self.steps))
             gamma = 0.001 + (self.gamma0 - 0.001) * cos
             m, g = self.ev.margin_and_grad(z)
             zn = self._znorm(z)
             if m < 0:
                 on_adversarial(z.clone())
-                found = True
+                st["found"] = True
                 eps = min(eps, zn) * (1 - gamma)
-            elif found:
+            elif st["found"]:
                 eps = eps * (1 + gamma)
             else:
                 gq = float(torch.linalg.vector_norm(g, ord=self.q))
                 eps = zn + (m / gq if gq > 0 else 1.0)
-            if alpha0 is None:
-                alpha0 = max(0.5 * (eps if math.isfinite(eps) else 1.0), 0.05)
-            alpha = alpha0 * (0.01 + 0.99 * cos)
+            if st["alpha0"] is None:
+                st["alpha0"] = max(0.5 * (eps if math.isfinite(eps) else 1.0), 0.05)
+            alpha = st["alpha0"] * (0.01 + 0.99 * cos)
             z = z - alpha * self._direction(g)
             z = project(z, eps, self.p).clamp(-self.max_disp, self.max_disp)
+            st["k"] += 1
+        st["z"], st["eps"] = z, eps
+        if st["k"] < self.steps:
+            return False
         if float(self.ev.margins(z.unsqueeze(0))[0]) < 0:
             on_adversarial(z.clone())
         self.runs += 1
+        self.state = None
+        return True
+
+    def run(self, best: torch.Tensor | None, on_adversarial) -> None:
+        """One whole FMN run (:meth:`begin` + :meth:`advance`)."""
+        self.begin(best)
+        self.advance(self.steps, on_adversarial)
