@@ -205,3 +205,62 @@ def test_page_default_space_is_certified(lstm):
     z = torch.randn(64, sp.dims, generator=g, dtype=torch.float64)
     z = z / sp.norm(z, "l2").unsqueeze(1) * 0.005
     assert bool((ev.margins(z) >= out["margin_lower"] - 1e-4).all())
+
+
+def test_crown_with_crown_intermediate_bounds_is_tighter_and_sound(lstm):
+    """``crown+`` (CROWN bounds for every unstable ReLU of the per-frame CNN): certifies a ball that
+    interval intermediates cannot, never looser, and random and PGD points inside keep the margin."""
+    sp = _space(14)
+    video = sp.video
+    plain = certify(lstm, video, sp, 0.15, "l2", "crown")
+    full = certify(lstm, video, sp, 0.15, "l2", "crown+")
+    assert not plain["certified"] and full["certified"] and full["margin_lower"] >= plain["margin_lower"]
+    ev = Evaluator(lstm, sp)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(128, sp.dims, generator=g, dtype=torch.float64)
+    z = z / sp.norm(z, "l2").unsqueeze(1) * 0.15 * torch.rand(128, 1, generator=g, dtype=torch.float64).sqrt()
+    assert bool((ev.margins(z) >= full["margin_lower"] - 1e-4).all())
+    zz = torch.zeros(sp.dims, dtype=torch.float64)  # PGD on the margin inside the ball
+    for _ in range(20):
+        _, grad = ev.margin_and_grad(zz)
+        zz = zz - 0.05 * grad / grad.norm().clamp_min(1e-12)
+        n = float(sp.norm(zz, "l2"))
+        if n > 0.15:
+            zz = zz * (0.15 / n)
+    assert float(ev.margins(zz.unsqueeze(0))[0]) >= full["margin_lower"] - 1e-4
+    with pytest.raises(Exception, match="method must be"):
+        certify(lstm, video, sp, 0.15, "l2", "alpha")
+
+
+def test_crown_intermediate_bounds_contain_sampled_activations(lstm):
+    """Every refined ReLU input interval of the per-frame CNN holds the real pre-activations of
+    imposed frames sampled inside the ball (the intermediate bounds themselves, not just the margin)."""
+    import sys
+
+    cm = sys.modules["core.verify.certify"]
+    sp = _space(14)
+    r = 0.3
+    label = int(lstm.predict(sp.video)[0])
+    mb = ModelBounds(lstm, sp.video, label, "crown+")
+    lo, hi = ball_box(sp, r, "l2")
+    dom = Domain(sp, lo, hi, r, "l2")
+    s, prev = 15, 14
+    layers = [cm._Snippet(False)] + mb.pre
+    xl = torch.cat([dom.relax[s].lo, mb.video[prev]], 0).unsqueeze(0)
+    xh = torch.cat([dom.relax[s].hi, mb.video[prev]], 0).unsqueeze(0)
+    _, inputs = ibp(layers, xl, xh)
+    refined = cm.refine_relu_inputs(layers, inputs, lambda a, b: dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])],
+                                                                                b, mb.video))
+    relus = [k for k, m in enumerate(layers) if isinstance(m, nn.ReLU)]
+    assert sum(float((refined[k][1] - refined[k][0]).sum()) for k in relus) < \
+        0.5 * sum(float((inputs[k][1] - inputs[k][0]).sum()) for k in relus)  # much tighter than intervals
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(48, sp.dims, generator=g, dtype=torch.float64)
+    z = z / sp.norm(z, "l2").unsqueeze(1) * r * torch.rand(48, 1, generator=g, dtype=torch.float64).sqrt()
+    frames = sp.apply(z).double()
+    x = torch.cat([frames[:, s], frames[:, prev]], 1)
+    with torch.no_grad():
+        for k, m in enumerate(layers):
+            if k in relus:
+                assert bool((x >= refined[k][0] - 1e-6).all()) and bool((x <= refined[k][1] + 1e-6).all()), k
+            x = m(x)

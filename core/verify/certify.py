@@ -43,7 +43,7 @@ from core.classifier import VideoClassifier, as_classifier
 from core.errors import ParameterError
 from core.flow import warp
 from core.msr.space import FlowSpace, check_metric
-from core.verify.bounds import (Unsupported, crown_backward, flatten_chain, ibp, lstm_crown_margins,
+from core.verify.bounds import (Unsupported, crown_backward, flatten_chain, ibp, ibp_layer, lstm_crown_margins,
                                 margin_lower_linear, margin_spec, recurrent_ibp)
 
 TOL = 1e-4
@@ -220,7 +220,9 @@ class ModelBounds:
         self.m = copy.deepcopy(clf.model).cpu().double().eval()
         self.video = video.detach().cpu().double()
         self.label = label
-        self.method = method
+        if method not in ("crown", "crown+", "ibp"):
+            raise ParameterError(f"method must be 'crown', 'crown+' or 'ibp', got {method!r}")
+        self.method = method  # crown+ refines the CNN's intermediate bounds (recurrent models; c3d: crown)
         self.kind = "recurrent" if isinstance(self.m, CNNRecurrent) else "c3d"
         assert isinstance(self.m, (CNNRecurrent, C3D))
         with torch.no_grad():
@@ -262,6 +264,11 @@ class ModelBounds:
             xh = torch.cat([hi[s], hi[prev]], 0).unsqueeze(0)
             layers = [_Snippet(s == 0)] + self.pre
             (pl, ph), inputs = ibp(layers, xl, xh)
+            if self.method == "crown+":  # CROWN intermediate bounds for the unstable ReLUs
+                def conc(a, bias, s=s, prev=prev):
+                    return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+                inputs = refine_relu_inputs(layers, inputs, conc)
+                pl, ph = ibp_layer(layers[-1], *inputs[-1])
             if self.method != "ibp":
                 n = pl[0].numel()
                 eye = torch.eye(n, dtype=torch.float64)
@@ -275,6 +282,42 @@ class ModelBounds:
             return ibp_m
         # CROWN through time (back-substitution through the LSTM cells), never looser than IBP
         return torch.maximum(ibp_m, lstm_crown_margins(self.m.rnn, xs, self.m.fc, self.label))
+
+
+def refine_relu_inputs(layers: list[nn.Module], inputs: list, concretize, max_rows: int | None = None,
+                       chunk: int = 256) -> list:
+    """Full CROWN for the intermediate bounds (``method="crown+"``): the interval entering every ReLU
+    is tightened by back-substitution through the layers before it — for its unstable neurons only
+    (all of them, or the widest ``max_rows``), in chunks of ``chunk`` rows to bound memory —
+    concretised over the domain, intersected with the interval, and IBP is re-run from there.
+    CROWN-IBP's interval intermediates are what makes the CNN relaxation loose; this costs one
+    backward pass per unstable neuron."""
+    inputs = list(inputs)
+    for k, m in enumerate(layers):
+        if k == 0 or not isinstance(m, nn.ReLU):
+            continue
+        lo, hi = inputs[k]
+        fl, fh = lo.flatten().clone(), hi.flatten().clone()
+        idx = ((fl < 0) & (fh > 0)).nonzero().flatten()
+        if len(idx) == 0:
+            continue
+        if max_rows is not None and len(idx) > max_rows:
+            idx = idx[torch.argsort((fh - fl)[idx], descending=True)[:max_rows]]
+        for part in idx.split(chunk):
+            n = len(part)
+            spec = torch.zeros(2 * n, fl.numel(), dtype=lo.dtype)
+            spec[torch.arange(n), part] = 1.0
+            spec[n + torch.arange(n), part] = -1.0
+            a, bias = crown_backward(layers[:k], spec, inputs[:k])
+            both = concretize(a, bias)
+            fl[part] = torch.maximum(fl[part], both[:n])
+            fh[part] = torch.minimum(fh[part], -both[n:])
+        fh = torch.maximum(fh, fl)
+        lo, hi = fl.view_as(lo), fh.view_as(hi)
+        for j in range(k, len(layers)):
+            inputs[j] = (lo, hi)
+            lo, hi = ibp_layer(layers[j], lo, hi)
+    return inputs
 
 
 # -- certification --------------------------------------------------------------------------------
