@@ -410,19 +410,13 @@ def bench_ray(quick: bool = False, echo: bool = True) -> dict:
     return out
 
 
-def run_bench(target: str, quick: bool = False, echo: bool = True) -> dict:
-    if target == "keyframes":
-        return bench_keyframes(quick, echo)
-    if target == "certify":
-        return bench_certify(quick, echo)
-    if target == "ray":
-        return bench_ray(quick, echo)
-    if target == "attacks":
-        return bench_attacks(quick, echo)
-    if target == "flow":
-        return bench_flow(quick, echo)
-    if target == "msr":
-        return bench_msr(quick, echo)
-    from core.errors import ParameterError
+BENCHES = {"flow": bench_flow, "msr": bench_msr, "attacks": bench_attacks, "keyframes": bench_keyframes,
+           "certify": bench_certify, "ray": bench_ray}
 
-    raise ParameterError(f"unknown benchmark {target!r}")
+
+def run_bench(target: str, quick: bool = False, echo: bool = True) -> dict:
+    if target not in BENCHES:
+        from core.errors import ParameterError
+
+        raise ParameterError(f"unknown benchmark {target!r}; expected one of {', '.join(BENCHES)}")
+    return BENCHES[target](quick, echo)

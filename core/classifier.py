@@ -108,14 +108,23 @@ class VideoClassifier:
         self.queries += xb.shape[0]
         return self.model(xb).float()
 
-    def partial_logits(self, video: torch.Tensor, frames: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    @torch.no_grad()
+    def clean_features(self, video: torch.Tensor) -> torch.Tensor | None:
+        """N_C features η ``(1, T, F)`` of a clip ``(T, 3, H, W)``, or None without a declared split."""
+        if self.split is None:
+            return None
+        return self.split.features(video.unsqueeze(0).to(self.device))
+
+    def partial_logits(self, video: torch.Tensor, frames: list[int],
+                       features: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
         """A function ``x (B, T, 3, H, W) -> logits (B, K)`` for clips that differ from ``video``
         ``(T, 3, H, W)`` only on ``frames`` (differentiable, counted like :meth:`logits`).
 
         With a declared N_C / N_R split (Wu & Kwiatkowska Eq. 8), the clean features η of
-        ``video`` are computed once and N_C runs only on the steps the changed frames affect, so a
-        key-frame attack on K of T frames pays K/T of the encoder; without a split it is
-        :meth:`logits`. Same values either way (tested).
+        ``video`` (``features`` from :meth:`clean_features`, computed here if not given) are reused
+        and N_C runs only on the steps the changed frames affect, so a key-frame attack on K of T
+        frames pays K/T of the encoder; without a split it is :meth:`logits`. Same values either way
+        (tested).
         """
         if video.dim() != 4:
             raise ParameterError(f"expected a clip (T, 3, H, W), got {tuple(video.shape)}")
@@ -123,8 +132,7 @@ class VideoClassifier:
         if split is None:
             return self.logits
         steps = split.affected_steps(sorted(int(f) for f in frames), video.shape[0])
-        with torch.no_grad():
-            eta0 = split.features(video.unsqueeze(0).to(self.device))
+        eta0 = self.clean_features(video) if features is None else features
 
         def fn(x: torch.Tensor) -> torch.Tensor:
             xb = self._batch(x)

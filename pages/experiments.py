@@ -98,13 +98,15 @@ with tab4:
     rb_clips = int(c[2].number_input("Test clips", 1, 400, 8, key="rb_clips"))
     rkey = json.dumps([rb_models, rb_methods, rb_clips])
     rstore = st.session_state.setdefault("robust", {})
-    if st.button("Run", type="primary", key="rb_run", disabled=not rb_models or not rb_methods):
+    b1, b2 = st.columns([1, 5])
+    if b1.button("Run", type="primary", key="rb_run", disabled=not rb_models or not rb_methods):
         from core.experiments.robust import robust_table
 
         attacks = {m: ({"eps": 0.01} if m in INKAWHICH else
                        {"frames": 1, "max_iters": 40, **({"select": "first"} if m == "deepsava" else {})})
                    for m in rb_methods}
         run_job("robust", rkey, lambda progress: robust_table(rb_models, attacks, rb_clips, progress=progress))
+    b2.button("■ Stop", key="rb_stop", help="Any click stops a running job; finished tasks stay cached.")
     rout = rstore.get(rkey)
     if rout is not None:
         rdf = pd.DataFrame([{k: r[k] for k in ("model", "attack", "clean_accuracy", "robust_accuracy", "n")}

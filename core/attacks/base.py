@@ -284,7 +284,9 @@ class MaskedAttack(Attack):
         self._t = video.shape[0]
         idx = torch.tensor(sel, device=video.device)
         xs = video[sel]
-        forward = self.clf.partial_logits(video, sel)  # N_C on the key frames' steps only (Eq. 8)
+        if getattr(self, "_clean", None) is None or self._clean[0] is not video:  # once per clip, not per probe
+            self._clean = (video, self.clf.clean_features(video))
+        forward = self.clf.partial_logits(video, sel, self._clean[1])  # N_C on the key frames' steps only (Eq. 8)
         params = self.init_params(xs)
         opt = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(params, self.lrs(params))])
         best: dict = {"adv": video.clone(), "iters": 0, "success": False, "loss": math.inf, "margin": math.inf,
