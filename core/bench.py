@@ -348,7 +348,42 @@ def bench_certify(quick: bool = False, echo: bool = True) -> dict:
                   + (f" — {page_res['note']}" if page_res["note"] else ""))
             print(f"  A* grid lower after {limit:.0f} s: zero heuristic {astar['zero']:.2f}, certified heuristic "
                   f"{astar['certified']:.2f}")
-    return {"target": "certify", "model": "cnn_lstm", "time_limit_s": limit, "rows": rows}
+    pairs = _certified_vs_regular(limit, echo) if (ASSETS / "cnn_lstm_certified.json").exists() else []
+    return {"target": "certify", "model": "cnn_lstm", "time_limit_s": limit, "rows": rows, "certified_model": pairs}
+
+
+def _certified_vs_regular(limit: float, echo: bool) -> list[dict]:
+    """cnn_lstm vs cnn_lstm_certified on synthetic:translate_left:0, ℓ2, 16-px blocks, 1 flow and the
+    page defaults (15 flows): sound certified lower bound and verified upper bound, ``limit`` s each."""
+    from core.classifier import as_classifier
+    from core.inference import prepare
+    from core.models import load_model
+    from core.msr.space import Evaluator, FlowSpace
+    from core.msr.upper import GradientSearch
+    from core.verify import CertifiedRadius
+    from core.video import open_video
+
+    out = []
+    for name in ("cnn_lstm", "cnn_lstm_certified"):
+        net, spec = load_model(name, "cpu")
+        clf = as_classifier(net, spec)
+        video = prepare(open_video("synthetic:translate_left:0", spec.frames, spec.size)[0], spec)
+        for flows in ([14], list(range(15))):
+            space = FlowSpace(video, flows=flows, block=16)
+            cert = CertifiedRadius(clf, space, "l2").run(time_limit=limit)["certified_lower"]
+            gs = GradientSearch(Evaluator(clf, space), "l2", 0.5)
+            t0 = time.perf_counter()
+            while not gs.converged and time.perf_counter() - t0 < limit:
+                gs.step(quick=gs.iterations == 0)
+            up = gs.best.distance if gs.best else math.inf
+            row = {"model": name, "flows": len(flows), "dims": space.dims, "certified_lower": cert,
+                   "upper": up if math.isfinite(up) else None, "lower_over_upper": cert / up if math.isfinite(up) else None}
+            out.append(row)
+            if echo:
+                ratio = f"{row['lower_over_upper']:.2%}" if row["lower_over_upper"] is not None else "—"
+                print(f"{name:20s} {len(flows):2d} flow(s): certified lower {cert:.4g}, upper "
+                      f"{up:.4g}, lower / upper {ratio}", flush=True)
+    return out
 
 
 def bench_ray(quick: bool = False, echo: bool = True) -> dict:

@@ -65,6 +65,11 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from core.models.train import train_model
 
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    if args.certified:
+        from core.models.certtrain import certified_train
+
+        return certified_train(args.model, flow_px=args.flow_px, steps=args.steps, n_train=args.n_train,
+                               seed=args.seed, device=args.device, progress=log)
     return train_model(args.model, epochs=args.epochs, n_train=args.n_train, seed=args.seed,
                        device=args.device, progress=log)
 
@@ -342,11 +347,11 @@ def cmd_msrset(args: argparse.Namespace) -> dict:
               "block": args.block, "max_iters": args.max_iters, "time_limit": args.time_limit,
               "certify": not args.no_certify}
     log = None if args.json else (lambda f, s: print(f"{f:6.1%}  {s}", flush=True))
-    out = msr_over_clips(args.model, args.clips, params, engine=args.engine, workers=args.workers,
+    out = msr_over_clips(_names(args.model, "models"), args.clips, params, engine=args.engine, workers=args.workers,
                          address=args.address, progress=log)
     if not args.json:
         for r in out["rows"]:
-            print(f"clip {r['clip']:3d} {r['label']:16s} " + "  ".join(
+            print(f"{r['model']:20s} clip {r['clip']:3d} {r['label']:16s} " + "  ".join(
                 f"{b['name']} {b['value']:.4g} ({b['guarantee']})" for b in r["bounds"]))
     return out
 
@@ -474,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int, default=None)
     sp.add_argument("--n-train", type=int, default=1600)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--certified", action="store_true",
+                    help="IBP certified training against flow manipulations (writes NAME_certified; resumable)")
+    sp.add_argument("--flow-px", type=float, default=0.01, help="with --certified: the shift bound κ in pixels")
+    sp.add_argument("--steps", type=int, default=1500, help="with --certified: training steps (batches of 16)")
     sp = add("flow", "optical flow of a video, or --eval for EPE of every method")
     sp.add_argument("video", nargs="?", help="a video path or synthetic:<class>:<seed>")
     sp.add_argument("--method", default="farneback", choices=METHODS)
@@ -586,7 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--engine", default="auto", choices=["auto", "ray", "serial"])
     sp.add_argument("--workers", type=int, default=2)
     sp = add("msrset", "MSR bounds over the first N test clips, one job task per clip (Ray or serial)")
-    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    sp.add_argument("--model", default=DEFAULT_MODEL,
+                    help="a model, or several side by side: e.g. cnn_lstm,cnn_lstm_certified")
     sp.add_argument("--clips", type=int, default=4)
     sp.add_argument("--metric", default="l2", choices=["l1", "l2", "linf"])
     sp.add_argument("--tau", type=float, default=0.5)

@@ -24,9 +24,9 @@ sel = current()
 shipped = [c["name"] for c in available_models()]
 keep("tr_sources", "tr_targets", "tr_method", "tr_eps", "tr_clips", "tr_engine", "tr_workers", "cp_method",
      "cp_codec", "cp_levels", "sal_models", "sal_smooth", "sal_frames", "rb_models", "rb_methods", "rb_clips",
-     "ms_model", "ms_clips", "ms_metric", "ms_flows", "ms_block", "ms_tau", "ms_budget", "ms_iters", "ms_certify",
+     "ms_models", "ms_clips", "ms_metric", "ms_flows", "ms_block", "ms_tau", "ms_budget", "ms_iters", "ms_certify",
      "ms_engine", "ms_workers", valid={"tr_sources": lambda ms: all(m in shipped for m in ms), "tr_targets": lambda ms: all(m in shipped for m in ms),
-            "sal_models": lambda ms: all(m in shipped for m in ms)})
+            "sal_models": lambda ms: all(m in shipped for m in ms), "ms_models": lambda ms: all(m in shipped for m in ms)})
 INKAWHICH = ("one-shot", "saliency", "saliency-rg")
 
 
@@ -154,8 +154,8 @@ with tab2:
 with tab3:
     video = require_model_and_clip(sel)
     c = st.columns(3)
-    models = c[0].multiselect("Models", shipped, default=[m for m in ("cnn_lstm", "cnn_lstm_pgd_at",
-                                                                      "cnn_lstm_sava_at") if m in shipped],
+    models = c[0].multiselect("Models", shipped, default=[m for m in ("cnn_lstm", "cnn_lstm_pgd_at", "cnn_lstm_sava_at",
+                                                                      "cnn_lstm_certified") if m in shipped],
                               key="sal_models")
     smooth = int(c[1].number_input("SmoothGrad samples (0 = plain)", 0, 64, 0, key="sal_smooth"))
     T = video.shape[0]
@@ -164,8 +164,8 @@ with tab3:
         maps = {m: _maps(m, sel.video_key, sel.true_label, smooth, video) for m in models}
         st.plotly_chart(saliency_maps_figure(maps, sorted(frames)), width="stretch", key="sal_fig")
         st.caption("One colour scale for every panel (99.5th percentile of all maps shown). Regular vs "
-                   "adversarially trained (`cnn_lstm_pgd_at`, `cnn_lstm_sava_at`; DeepSAVA App. D). A certifiably "
-                   "trained model is not shipped yet (IBP training through the LSTM did not converge here).")
+                   "adversarially trained (`cnn_lstm_pgd_at`, `cnn_lstm_sava_at`; DeepSAVA App. D) vs certifiably "
+                   "trained (`cnn_lstm_certified`, IBP against flow manipulations of every frame).")
 
 with tab5:
     from core.msr import MSRParams
@@ -175,7 +175,10 @@ with tab5:
                 "MSR, no assumption), **grid** (the FMSR on the τ-grid only).")
     d = MSRParams()
     c = st.columns(4)
-    ms_model = c[0].selectbox("Model", [m for m in shipped if not m.startswith("motion_stream")], key="ms_model")
+    certifiable = [m for m in shipped if not m.startswith("motion_stream")]
+    ms_models = c[0].multiselect("Models (side by side)", certifiable, key="ms_models",
+                                 default=[m for m in ("cnn_lstm", "cnn_lstm_certified") if m in certifiable],
+                                 help="e.g. the regular cnn_lstm beside the certifiably trained cnn_lstm_certified")
     ms_clips = int(c[1].number_input("Test clips", 1, 400, 4, key="ms_clips"))
     ms_metric = c[2].selectbox("Metric", ["l2", "l1", "linf"], key="ms_metric")
     ms_flows = c[3].text_input("Flows (frame pairs)", "7", key="ms_flows", help="e.g. 7 or 3,7; empty = all")
@@ -197,19 +200,22 @@ with tab5:
         st.stop()
     params = {"metric": ms_metric, "tau": ms_tau, "budget": ms_budget, "flows": flows, "block": ms_block,
               "max_iters": ms_iters, "time_limit": 600.0, "certify": ms_certify}
-    mkey = json.dumps([ms_model, ms_clips, params])
+    if not ms_models:
+        st.info("Choose at least one model.")
+        st.stop()
+    mkey = json.dumps([ms_models, ms_clips, params])
     mstore = st.session_state.setdefault("msrset", {})
     b1, b2 = st.columns([1, 5])
     if b1.button("Run", type="primary", key="ms_run"):
         from core.experiments.msr_set import msr_over_clips
 
-        run_job("msrset", mkey, lambda progress: msr_over_clips(ms_model, ms_clips, params, engine=ms_engine,
+        run_job("msrset", mkey, lambda progress: msr_over_clips(ms_models, ms_clips, params, engine=ms_engine,
                                                                 workers=ms_workers, progress=progress))
     b2.button("■ Stop", key="ms_stop", help="Any click stops a running job; finished clips stay cached.")
     mout = mstore.get(mkey)
     if mout is None:
-        st.info("Choose a model and the manipulation space, then **Run**. CLI: `python -m core msrset --model "
-                f"{ms_model} --clips {ms_clips} --metric {ms_metric} --flows {ms_flows or 'all'} --block {ms_block} "
+        st.info("Choose the models and the manipulation space, then **Run**. CLI: `python -m core msrset --model "
+                f"{','.join(ms_models)} --clips {ms_clips} --metric {ms_metric} --flows {ms_flows or 'all'} --block {ms_block} "
                 f"--max-iters {ms_iters} --json`.")
     elif mout["rows"]:
         st.caption(f"engine: {mout['engine']} · {mout['computed']} clip(s) computed, {mout['cached']} from the cache"
@@ -217,7 +223,7 @@ with tab5:
         st.plotly_chart(msr_set_figure(mout["rows"], ms_budget), width="stretch", key="ms_fig")
         table = []
         for r in mout["rows"]:
-            row = {"clip": r["clip"], "label": r["label"], "predicted": r["predicted"]}
+            row = {"model": r["model"], "clip": r["clip"], "label": r["label"], "predicted": r["predicted"]}
             for b in r["bounds"]:
                 row[f"{b['name']} ({b['guarantee']})"] = b["value"]
             row["robust within budget"] = r["robust_within_budget"]

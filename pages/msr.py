@@ -35,6 +35,12 @@ st.markdown(
 
 sel = current()
 video = require_model_and_clip(sel)
+if sel.spec.name == "cnn_lstm_certified":
+    st.caption("`cnn_lstm_certified` was trained with interval bounds against flow manipulations of every frame: "
+               "its certified lower bound is far larger than the regular model's (README, *Certified training*).")
+else:
+    st.caption("Compare with the certifiably trained `cnn_lstm_certified`: pick it in the sidebar, or see both "
+               "side by side over many clips in **Experiments → Safe radius over clips**.")
 T = video.shape[0]
 H = video.shape[-1]
 keep("msr_metric", "msr_block", "msr_flows", "msr_heur", "msr_tau", "msr_budget_*", "msr_iters", "msr_time", "msr_L",

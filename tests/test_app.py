@@ -328,6 +328,8 @@ def test_attack_explorer_defaults_succeed_on_the_default_clip():
 def test_experiments_page_transfer_compression_saliency():
     at = _on_page("pages/experiments.py")
     assert len([p for p in at.get("plotly_chart")]) == 1  # the saliency maps of the default models
+    assert at.multiselect(key="sal_models").value == ["cnn_lstm", "cnn_lstm_pgd_at", "cnn_lstm_sava_at",
+                                                      "cnn_lstm_certified"]  # regular, adversarial, certified
     at.multiselect(key="tr_sources").set_value(["c3d"])
     at.multiselect(key="tr_targets").set_value(["c3d", "frame_cnn"])
     at.selectbox(key="tr_method").set_value("one-shot")
@@ -350,7 +352,8 @@ def test_experiments_page_transfer_compression_saliency():
 
 def test_experiments_page_msr_over_clips():
     at = _on_page("pages/experiments.py")
-    at.selectbox(key="ms_model").set_value("cnn_lstm")
+    assert at.multiselect(key="ms_models").value == ["cnn_lstm", "cnn_lstm_certified"]  # side by side by default
+    at.multiselect(key="ms_models").set_value(["cnn_lstm"])
     at.number_input(key="ms_clips").set_value(2)
     at.number_input(key="ms_iters").set_value(3)
     at.checkbox(key="ms_certify").set_value(False)

@@ -216,3 +216,12 @@ def test_transfer_and_compress_cli():
         assert lv["survives"] == (lv["clean_ok"] and lv["adv_fooled"])
     r = run("compress", "synthetic:rotate_cw:1", "--method", "one-shot", "--crf", "99", "--json")
     assert r.returncode == 2 and "crf" in r.stderr
+
+
+def test_certified_training_cli_refuses_what_it_cannot_train():
+    r = run("train", "--model", "c3d", "--certified", "--json")
+    assert r.returncode == 2 and "certified training supports cnn_lstm" in r.stderr
+    r = run("train", "--model", "cnn_lstm", "--certified", "--flow-px", "2", "--json")
+    assert r.returncode == 2 and "flow_px" in r.stderr
+    r = run("msrset", "--model", "cnn_lstm,resnet", "--json")
+    assert r.returncode == 2 and "shipped models" in r.stderr

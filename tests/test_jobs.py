@@ -110,6 +110,15 @@ def test_msr_over_clips_as_jobs(tmp_path, monkeypatch):
     assert msr_task("cnn_lstm", 1, params)["lower"] == out["rows"][1]["lower"]  # deterministic without a time bind
     again = msr_over_clips("cnn_lstm", 3, params, engine="serial")  # 2 cached, 1 new
     assert again["cached"] == 2 and again["computed"] == 1 and again["rows"][:2] == out["rows"]
+    both = msr_over_clips(["cnn_lstm", "c3d"], 2, params, engine="serial")  # side by side: cnn_lstm cached
+    assert [(r["model"], r["clip"]) for r in both["rows"]] == [("cnn_lstm", 0), ("cnn_lstm", 1), ("c3d", 0), ("c3d", 1)]
+    assert both["cached"] == 2 and both["models"] == ["cnn_lstm", "c3d"]
+    from core.viz.msr import msr_set_figure
+
+    fig = msr_set_figure(both["rows"], 300.0)
+    assert list(fig.data[0].x[0]) == ["cnn_lstm", "cnn_lstm", "c3d", "c3d"]  # grouped by model
+    with pytest.raises(ParameterError, match="unknown model"):
+        msr_over_clips(["cnn_lstm", "resnet"], 1, params)
     with pytest.raises(ParameterError, match="tau"):
         msr_over_clips("cnn_lstm", 1, {**params, "tau": 0})
 

@@ -20,6 +20,11 @@ def lstm():
 
 
 @pytest.fixture(scope="module")
+def certified():
+    return load_classifier("cnn_lstm_certified", "cpu")
+
+
+@pytest.fixture(scope="module")
 def c3d():
     return load_classifier("c3d", "cpu")
 
@@ -56,7 +61,7 @@ def test_linear_warp_relaxation_contains_every_imposed_frame():
     assert bool((frames >= lin - rel.elo - 1e-9).all()) and bool((frames <= lin + rel.ehi + 1e-9).all())
 
 
-@pytest.mark.parametrize("name", ["lstm", "c3d"])
+@pytest.mark.parametrize("name", ["lstm", "c3d", "certified"])
 @pytest.mark.parametrize("metric,radius", [("linf", 0.05), ("l2", 0.5), ("l2", 3.0)])
 def test_margin_bounds_hold_for_random_and_attacked_points(name, metric, radius, request):
     clf = request.getfixturevalue(name)

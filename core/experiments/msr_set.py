@@ -26,10 +26,12 @@ def msr_task(model: str, clip: int, params: dict) -> dict:
                 "lower_guarantee", "bounds")}}
 
 
-def msr_over_clips(model: str, clips: int, params: dict, engine: str = "auto", workers: int = 2,
+def msr_over_clips(model: str | list[str], clips: int, params: dict, engine: str = "auto", workers: int = 2,
                    address: str | None = None, progress: Callable[[float, str], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> dict:
-    """Bounds of the first ``clips`` test clips under the same :class:`MSRParams` (as a dict).
+    """Bounds of the first ``clips`` test clips under the same :class:`MSRParams` (as a dict), for
+    one model or several side by side (e.g. ``["cnn_lstm", "cnn_lstm_certified"]``: one task per
+    model × clip, rows in model order).
 
     Results that depend on wall-clock limits are only reproducible when ``time_limit`` does not
     bind; use ``max_iters`` to bound the work of every task."""
@@ -37,12 +39,16 @@ def msr_over_clips(model: str, clips: int, params: dict, engine: str = "auto", w
     from core.models import MODEL_NAMES
     from core.msr import MSRParams
 
-    if model not in MODEL_NAMES:
-        raise ParameterError(f"unknown model {model!r}; expected one of {', '.join(MODEL_NAMES)}")
+    models = [model] if isinstance(model, str) else list(dict.fromkeys(model))
+    if not models:
+        raise ParameterError("choose at least one model")
+    for m in models:
+        if m not in MODEL_NAMES:
+            raise ParameterError(f"unknown model {m!r}; expected one of {', '.join(MODEL_NAMES)}")
     clips = int(check_range("clips", clips, 1, 100_000))
     MSRParams(**params).validate(16)  # one clear error before any task starts
-    tasks = [{"model": model, "clip": c, "params": dict(params)} for c in range(clips)]
+    tasks = [{"model": m, "clip": c, "params": dict(params)} for m in models for c in range(clips)]
     run = run_tasks(msr_task, tasks, engine=engine, workers=workers, address=address, progress=progress,
                     should_stop=should_stop)
-    return {"rows": [r for r in run["results"] if r is not None], "params": params,
+    return {"rows": [r for r in run["results"] if r is not None], "params": params, "models": models,
             **{k: run[k] for k in ("engine", "cached", "computed", "cancelled")}}

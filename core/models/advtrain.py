@@ -126,6 +126,38 @@ def robust_accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     return ok / len(x)
 
 
+def fine_tune_start(base: str, n_train: int, n_val: int, n_test: int, seed: int, device: DeviceLike
+                    ) -> tuple[torch.device, dict, torch.nn.Module, torch.nn.Module]:
+    """Common start of every fine-tuning run (adversarial or certified training): the device, the
+    seeded dataset splits, the shipped regular model and a trainable copy of it."""
+    from core.models.train import _splits
+
+    dev = get_device(device)
+    torch.manual_seed(seed)
+    data = _splits(n_train, n_val, n_test, 16, 64)
+    regular, _ = load_model(base, dev)
+    net = build(base).to(dev)
+    net.load_state_dict(regular.state_dict())
+    return dev, data, regular, net
+
+
+def finish_card(card: dict, net: torch.nn.Module, weights: Path, dev: torch.device, sizes: tuple[int, int, int],
+                seed: int, seconds: float) -> dict:
+    """Complete a fine-tuned model's card (dataset, seed, time, machine, parameters, sha256 of the
+    saved ``weights``), write it beside the weights and remove the run's checkpoint."""
+    card.update({
+        "dataset": {"generator": "core.data.synthetic", **dict(zip(("n_train", "n_val", "n_test"), sizes))},
+        "seed": seed,
+        "train_seconds": round(seconds, 1),
+        "trained_on": f"{dev.type} ({platform.machine()}, torch {torch.__version__})",
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "sha256": sha256_file(weights),
+    })
+    weights.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    weights.with_suffix(".ckpt").unlink(missing_ok=True)
+    return card
+
+
 def adversarial_train(base: str = "cnn_lstm", method: str = "pgd", eps: float | None = None, steps: int = 3,
                       epochs: int = 4, flow_eps: float = 1.0, n_train: int = 1600, n_val: int = 200, n_test: int = 400, lr: float = 5e-4,
                       batch_size: int = 32, seed: int = 0, out_dir: Path = ASSETS, device: DeviceLike = None,
@@ -134,7 +166,7 @@ def adversarial_train(base: str = "cnn_lstm", method: str = "pgd", eps: float | 
 
     ``eps``: pixel ℓ∞ bound (default 0.01 for ``pgd``, 0.03 for the noise of ``deepsava``);
     ``flow_eps``: ``deepsava`` only, the flow bound in pixels."""
-    from core.models.train import _splits, accuracy
+    from core.models.train import accuracy
 
     if method not in METHODS:
         raise ParameterError(f"method must be one of {METHODS}, got {method!r}")
@@ -148,14 +180,9 @@ def adversarial_train(base: str = "cnn_lstm", method: str = "pgd", eps: float | 
         raise ParameterError(f"eps must be in (0, 0.1], got {eps!r}")
     name = f"{base}_{SUFFIX[method]}"
     log = progress or (lambda s: None)
-    dev = get_device(device)
-    torch.manual_seed(seed)
     t0 = time.time()
-    data = _splits(n_train, n_val, n_test, 16, 64)
+    dev, data, regular, net = fine_tune_start(base, n_train, n_val, n_test, seed, device)
     (xtr, ytr), (xva, yva), (xte, yte) = data["train"], data["val"], data["test"]
-    regular, _ = load_model(base, dev)
-    net = build(base).to(dev)
-    net.load_state_dict(regular.state_dict())
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     ckpt = out_dir / f"{name}.ckpt"
     start, spent = 0, 0.0
@@ -224,15 +251,8 @@ def adversarial_train(base: str = "cnn_lstm", method: str = "pgd", eps: float | 
                 f"{steps} PGD steps in training; the most salient key frame per clip instead of a BO search" if sava
                 else f"{steps} PGD steps in training")},
         **card_eval,
-        "dataset": {"generator": "core.data.synthetic", "n_train": n_train, "n_val": n_val, "n_test": n_test},
-        "seed": seed,
-        "train_seconds": round(time.time() - t0 + spent, 1),
-        "trained_on": f"{dev.type} ({platform.machine()}, torch {torch.__version__})",
-        "parameters": sum(p.numel() for p in net.parameters()),
-        "sha256": sha256_file(wp),
     }
-    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
-    ckpt.unlink(missing_ok=True)
+    finish_card(card, net, wp, dev, (n_train, n_val, n_test), seed, time.time() - t0 + spent)
     log(f"{name}: clean {card['test_accuracy']:.3f}, robust {card['robust_accuracy']:.3f} "
         f"(regular: {card['regular_test_accuracy']:.3f} / {card['regular_robust_accuracy']:.3f})")
     return card

@@ -36,6 +36,8 @@ ARCHITECTURES: dict[str, str] = {
     "cnn_lstm_pgd_at": "per-frame CNN + LSTM, PGD adversarial training (pixel ℓ∞ 0.01; core.models.advtrain)",
     "cnn_lstm_sava_at": "per-frame CNN + LSTM, DeepSAVA adversarial training (Alg. 4: flow 1 px + noise 0.03 on "
                         "the most salient frame; core.models.advtrain)",
+    "cnn_lstm_certified": "per-frame CNN + LSTM, IBP certified training against flow manipulations of every "
+                          "frame (core.models.certtrain)",
 }
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 DEFAULT_MODEL = "cnn_lstm"
@@ -43,7 +45,8 @@ DEFAULT_MODEL = "cnn_lstm"
 
 def build(name: str, num_classes: int = len(CLASSES), frames: int = 16) -> nn.Module:
     """A fresh (untrained) model of a shipped architecture."""
-    for suffix in ("_pgd_at", "_sava_at"):  # adversarially trained twins share their base's architecture
+    # adversarially / certifiably trained twins share their base's architecture
+    for suffix in ("_pgd_at", "_sava_at", "_certified"):
         if name.endswith(suffix):
             return build(name[: -len(suffix)], num_classes, frames)
     if name in ("cnn_lstm", "cnn_gru", "cnn_rnn"):

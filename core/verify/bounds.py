@@ -201,9 +201,11 @@ def imono(f, x: Interval) -> Interval:
     return f(x[0]), f(x[1])
 
 
-def recurrent_ibp(rnn: nn.Module, xs: list[Interval]) -> Interval:
+def recurrent_ibp(rnn: nn.Module, xs: list[Interval], pre_widths: list | None = None) -> Interval:
     """Interval of the last hidden state of a one-layer, batch-first LSTM/GRU/RNN over the input
-    intervals ``xs[t] = (lo, hi)`` of shape ``(1, F)``, from a zero state."""
+    intervals ``xs[t] = (lo, hi)`` of shape ``(B, F)`` (B ≥ 1), from a zero state. With
+    ``pre_widths`` (a list), the mean width of every step's gate pre-activations is appended to it
+    (differentiable: the regulariser of certified training, :mod:`core.models.certtrain`)."""
     if rnn.num_layers != 1 or rnn.bidirectional:
         raise Unsupported("only one-layer, unidirectional recurrent heads are supported")
     hid = rnn.hidden_size
@@ -218,6 +220,8 @@ def recurrent_ibp(rnn: nn.Module, xs: list[Interval]) -> Interval:
         gh = iaffine(h, w_hh, b_hh)
         if isinstance(rnn, nn.LSTM):  # gates i, f, g, o
             g = iadd(gi, gh)
+            if pre_widths is not None:
+                pre_widths.append((g[1] - g[0]).mean())
             sl = [(g[0][:, k * hid:(k + 1) * hid], g[1][:, k * hid:(k + 1) * hid]) for k in range(4)]
             i_, f_, g_, o_ = (imono(torch.sigmoid, sl[0]), imono(torch.sigmoid, sl[1]), imono(torch.tanh, sl[2]),
                               imono(torch.sigmoid, sl[3]))

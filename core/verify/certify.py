@@ -368,6 +368,8 @@ class CertifiedRadius:
         self.clf = as_classifier(model).fork()
         self.space, self.metric, self.method = space, metric, method
         self.label = self.clf.predict(space.video)[0]
+        with torch.no_grad():
+            self._m0 = float(self.clf.margin_of(self.clf.logits(space.video.unsqueeze(0))[0], self.label))
         self.mb = ModelBounds(self.clf, space.video, self.label, method)
         self.upper = upper
         self.max_boxes = max_boxes
@@ -405,10 +407,14 @@ class CertifiedRadius:
             first = 0.02 * self.space.weight(self.metric) / max(1, len(getattr(self.space, "flows", [0])))
             r = self._try if self._try is not None else self._cap(first)
             lo, hi = ball_box(self.space, r, self.metric)
-            ok = self._box_margin(lo, hi, r) > TOL
+            m = self._box_margin(lo, hi, r)
+            ok = m > TOL
             if ok:
                 self._raise(r)
-                nxt = r * 2 if self._hi is None else (r + self._hi) / 2
+                # no failure yet: grow by the secant of the margin bound through (0, m0) and (r, m),
+                # between 2× and 8× (a search order only: every radius is still proved by a probe)
+                grow = min(8.0, max(2.0, self._m0 / max(self._m0 - m, 1e-12))) if self._m0 > m else 8.0
+                nxt = r * grow if self._hi is None else (r + self._hi) / 2
             else:
                 self._hi = r if self._hi is None else min(self._hi, r)
                 nxt = (self.lower + r) / 2 if self.lower > 0 else r / 4

@@ -63,37 +63,47 @@ def lower_traces_figure(traces: dict[str, list[dict]], title: str, yaxis: str = 
 
 
 def msr_set_figure(rows: list[dict], budget: float) -> go.Figure:
-    """Bounds of every clip of a clip set side by side (one column per clip): the grid lower bound
+    """Bounds of every clip of a clip set side by side (one column per clip, grouped by model when
+    the rows come from several models, e.g. a regular and a certified one): the grid lower bound
     (blue), the sound certified lower bound (green), the sound upper bound of a verified adversarial
     video (red; none = robust within the budget), each named with its guarantee, and the budget."""
-    x = [f"{r['clip']} · {r['label']}" for r in rows]
+    models = list(dict.fromkeys(r.get("model", "") for r in rows))
+    clip_names = [f"{r['clip']} · {r['label']}" for r in rows]
+    grouped = len(models) > 1
+
+    def xs(idx: list[int]) -> list:
+        if not grouped:
+            return [clip_names[i] for i in idx]
+        return [[rows[i].get("model", "") for i in idx], [clip_names[i] for i in idx]]  # multi-category axis
 
     def value(r: dict, name: str) -> float | None:
         v = next((b["value"] for b in r.get("bounds", []) if b["name"] == name), None)
         return v if v is not None and math.isfinite(v) else None
 
     fig = go.Figure()
+    every = list(range(len(rows)))
     for name, label, color, symbol in (
             ("grid_lower", "lower bound (A*) — grid (FMSR only)", "#1f77b4", "triangle-up"),
             ("certified_lower", "certified lower bound — sound", "#2ca02c", "diamond"),
             ("upper_msr", "upper bound: verified adversarial video — sound", "#d62728", "triangle-down")):
         ys = [value(r, name) for r in rows]
         if any(y is not None for y in ys):
-            fig.add_trace(go.Scatter(x=x, y=ys, mode="markers", name=label,
+            fig.add_trace(go.Scatter(x=xs(every), y=ys, mode="markers", name=label,
                                      marker=dict(color=color, size=11, symbol=symbol)))
     shown: set[bool] = set()
-    for xi, r in zip(x, rows):  # the gap between the best sound lower bound and the upper bound
+    for i, r in enumerate(rows):  # the gap between the best sound lower bound and the upper bound
         lo = max(v for v in (value(r, "certified_lower"), 0.0) if v is not None)
         up = value(r, "upper_msr")
         name = ("MSR unknown in this range (sound bounds)" if up is not None
                 else "MSR unknown up to the budget (no adversarial video found)")
-        fig.add_trace(go.Scatter(x=[xi, xi], y=[lo, up if up is not None else budget], mode="lines", name=name,
+        fig.add_trace(go.Scatter(x=xs([i, i]), y=[lo, up if up is not None else budget], mode="lines", name=name,
                                  line=dict(color="rgba(120,120,120,0.5)", width=6,
                                            dash="solid" if up is not None else "dot"),
                                  hoverinfo="skip", showlegend=(up is not None) not in shown))
         shown.add(up is not None)
     fig.add_hline(y=budget, line_dash="dot", line_color="grey", annotation_text="budget d",
                   annotation_position="top left")
-    fig.update_layout(xaxis_title="test clip", yaxis_title="flow distance ‖δ‖ (px)", height=420,
-                      margin=dict(l=10, r=10, t=10, b=40), legend=dict(orientation="h", y=-0.25, yanchor="top", x=0))
+    fig.update_layout(xaxis_title="model · test clip" if grouped else "test clip",
+                      yaxis_title="flow distance ‖δ‖ (px)", height=440,
+                      margin=dict(l=10, r=10, t=10, b=40), legend=dict(orientation="h", y=-0.3, yanchor="top", x=0))
     return fig
