@@ -481,8 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--certified", action="store_true",
                     help="IBP certified training against flow manipulations (writes NAME_certified; resumable)")
-    sp.add_argument("--flow-px", type=float, default=0.02, help="with --certified: the shift bound κ in pixels")
-    sp.add_argument("--steps", type=int, default=1500, help="with --certified: training steps (batches of 16)")
+    sp.add_argument("--flow-px", type=float, default=0.05, help="with --certified: the shift bound κ in pixels")
+    sp.add_argument("--steps", type=int, default=3000, help="with --certified: training steps (batches of 16)")
     sp = add("flow", "optical flow of a video, or --eval for EPE of every method")
     sp.add_argument("video", nargs="?", help="a video path or synthetic:<class>:<seed>")
     sp.add_argument("--method", default="farneback", choices=METHODS)

@@ -143,7 +143,7 @@ def certified_radius_stats(models: dict[str, nn.Module], videos: torch.Tensor, l
     return out
 
 
-def certified_train(base: str = "cnn_lstm", flow_px: float = 0.02, steps: int = 1500, lam: float = 0.5,
+def certified_train(base: str = "cnn_lstm", flow_px: float = 0.05, steps: int = 3000, lam: float = 0.5,
                     beta: float = 0.5, n_train: int = 1600, n_val: int = 200, n_test: int = 400, lr: float = 5e-4,
                     batch_size: int = 16, seed: int = 0, out_dir: Path = ASSETS, device: DeviceLike = None,
                     cert_clips: int = 8, cert_time: float = 20.0, resume: bool = True, ckpt_every: int = 100,
