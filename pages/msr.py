@@ -43,7 +43,7 @@ else:
                "side by side over many clips in **Experiments → Safe radius over clips**.")
 T = video.shape[0]
 H = video.shape[-1]
-keep("msr_metric", "msr_block", "msr_flows", "msr_heur", "msr_tau", "msr_budget_*", "msr_iters", "msr_time", "msr_L",
+keep("msr_metric", "msr_block", "msr_flows", "msr_heur", "msr_tau", "msr_budget_*", "msr_iters", "msr_time", "msr_L", "msr_log",
      valid={"msr_block": lambda b: H % b == 0, "msr_flows": lambda fs: all(0 <= f < T - 1 for f in fs)})
 
 # ------------------------------------------------------------------ parameters
@@ -169,9 +169,11 @@ def live() -> None:
     m[6].metric("Elapsed", f"{snap['seconds']:.1f} s")
     if r.status == "running":
         st.caption(f"Now: {snap['activity']} · {snap['nodes']} nodes · {snap['evaluations']} evaluations")
+    log_y = st.toggle("Logarithmic distance axis", key="msr_log",
+                      help="Shows a certified bound of 0.01 beside an upper bound of 100; zeros are not drawn.")
     st.plotly_chart(bounds_figure(r.trace(), snap["band"], snap["budget"],
                                   f"{sel.spec.name} · {snap['space']} · τ = {s.params.tau:g}",
-                                  snap["lower_guarantee"]), width="stretch", key="msr_chart")
+                                  snap["lower_guarantee"], log_y=log_y), width="stretch", key="msr_chart")
     if r.status == "error":
         st.error(f"The computation failed: {r.error}")
     if snap["cert_note"]:

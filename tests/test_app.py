@@ -159,6 +159,16 @@ def test_msr_page_start_pause_resume_stop():
         assert int(_metric_value(at, "Iteration")) > it1  # resumed from its state, not restarted
     labels = [b.label for b in at.get("download_button")]
     assert "Trace (CSV)" in labels and "Result (JSON)" in labels
+
+    def yaxis() -> dict:
+        chart = next(p for p in at.get("plotly_chart") if "iteration" in p.proto.spec)
+        return json.loads(chart.proto.spec)["layout"]["yaxis"]
+
+    assert yaxis().get("type") != "log"
+    at.toggle(key="msr_log").set_value(True)
+    at.run()
+    lo_exp, hi_exp = yaxis()["range"]  # a certified bound of 0.01 and an upper bound of 100, both readable
+    assert yaxis()["type"] == "log" and -4 < lo_exp < hi_exp < 4  # zeros/inf must not blow the range up
     at.button(key="msr_reset").click()
     at.run()
     assert "msr_run" not in at.session_state

@@ -12,11 +12,12 @@ GUARANTEE_TEXT = {"sound": "sound", "grid": "grid (FMSR only)", "conditional": "
 
 
 def bounds_figure(trace: list[dict], band: float | None, budget: float, title: str = "",
-                  lower_guarantee: str = "grid") -> go.Figure:
+                  lower_guarantee: str = "grid", log_y: bool = False) -> go.Figure:
     """Decreasing upper bounds (red: FMSR witness, solid; continuous witness, dashed), the A*
     lower bound (blue, labelled with its guarantee), the sound certified lower bound (green), and —
     only when Theorem 1 applies (``band`` given) — the band ``[lower − ½ d̃, upper_msr]``.
-    Every legend entry names its guarantee."""
+    Every legend entry names its guarantee. ``log_y``: a logarithmic distance axis, so a certified
+    bound of 0.01 and an upper bound of 100 are both readable (zeros are not drawn)."""
     it = [e["iteration"] for e in trace]
     lo = [e["lower"] for e in trace]
     up = [e["upper"] for e in trace]
@@ -48,6 +49,11 @@ def bounds_figure(trace: list[dict], band: float | None, budget: float, title: s
     fig.update_layout(title=title or None, xaxis_title="iteration", yaxis_title="flow distance ‖δ‖ (px)",
                       height=440, margin=dict(l=10, r=10, t=40 if title else 10, b=40),
                       legend=dict(orientation="h", y=-0.18, yanchor="top", x=0))
+    if log_y:  # explicit range: zeros and non-finite values would break plotly's autorange
+        vals = [float(v) for tr in fig.data for v in (tr.y or ()) if v is not None and 0 < float(v) < math.inf]
+        vals.append(float(budget))
+        fig.update_yaxes(type="log", title="flow distance ‖δ‖ (px, log scale)",
+                         range=[math.log10(min(vals)) - 0.2, math.log10(max(vals)) + 0.2])
     return fig
 
 
