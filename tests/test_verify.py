@@ -269,3 +269,27 @@ def test_crown_intermediate_bounds_contain_sampled_activations(lstm):
             if k in relus:
                 assert bool((x >= refined[k][0] - 1e-6).all()) and bool((x <= refined[k][1] + 1e-6).all()), k
             x = m(x)
+
+
+def test_margin_rows_of_the_last_layer_are_exact_over_a_box():
+    """The specification folded into the final linear layer: its lower bound equals the minimum over
+    the box's corners (a linear function attains its minimum at one), for a batch of boxes."""
+    import itertools
+
+    from core.verify.bounds import margin_lower_linear, margin_lower_rows
+
+    g = torch.Generator().manual_seed(3)
+    fc = nn.Linear(6, 5).double()
+    lo = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    hi = lo + torch.rand(4, 6, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 3, 4, 3])
+    rows = margin_lower_rows((lo, hi), fc, y)
+    corners = torch.tensor(list(itertools.product([0.0, 1.0], repeat=6)), dtype=torch.float64)
+    with torch.no_grad():
+        for b in range(4):
+            out = fc(lo[b] + corners * (hi[b] - lo[b]))  # (64, 5)
+            exact = (out[:, y[b]].unsqueeze(1) - out).min(0).values
+            assert torch.allclose(rows[b], exact, atol=1e-12)
+            others = [j for j in range(5) if j != int(y[b])]
+            single = margin_lower_linear((lo[b:b + 1], hi[b:b + 1]), fc, int(y[b]))
+            assert torch.allclose(single, exact[others], atol=1e-12)

@@ -81,7 +81,7 @@ def ibp_train_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, y: torc
         pre-activations.
     """
     from core.models.nets import CNNRecurrent
-    from core.verify.bounds import flatten_chain, ibp, recurrent_ibp
+    from core.verify.bounds import flatten_chain, ibp, margin_lower_rows, recurrent_ibp
 
     if not isinstance(net, CNNRecurrent):
         raise ParameterError(f"certified training supports the CNN + recurrent models, got {type(net).__name__}")
@@ -96,12 +96,8 @@ def ibp_train_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, y: torc
     (fl, fh), _ = ibp(chain, s_lo, s_hi)
     fl, fh = fl.view(b, t, -1), fh.view(b, t, -1)
     widths: list[torch.Tensor] = []
-    hl, hh = recurrent_ibp(net.rnn, [(fl[:, s], fh[:, s]) for s in range(t)], pre_widths=widths)
-    w, bias = net.fc.weight, net.fc.bias
-    diff = w[y].unsqueeze(1) - w.unsqueeze(0)  # (B, K, F): rows w_y − w_j, the margin folded into fc
-    c, r = (hl + hh) / 2, (hh - hl).clamp_min(0) / 2
-    marg = (torch.einsum("bkf,bf->bk", diff, c) - torch.einsum("bkf,bf->bk", diff.abs(), r)
-            + bias[y].unsqueeze(1) - bias.unsqueeze(0))
+    h = recurrent_ibp(net.rnn, [(fl[:, s], fh[:, s]) for s in range(t)], pre_widths=widths)
+    marg = margin_lower_rows(h, net.fc, y)
     gate = torch.stack(widths).mean() if widths else torch.zeros((), dtype=lo.dtype)
     return marg, (fh - fl).mean(), gate
 

@@ -245,15 +245,22 @@ def recurrent_ibp(rnn: nn.Module, xs: list[Interval], pre_widths: list | None = 
     return h
 
 
+def margin_lower_rows(h: Interval, fc: nn.Linear, labels: torch.Tensor) -> torch.Tensor:
+    """Exact lower bounds of ``logit_y − logit_j`` of a final linear layer over a batch of boxes
+    ``h = (lo, hi)`` of shape ``(B, F)``, labels ``(B,)`` → ``(B, K)`` (0 at ``j = y``): the
+    specification folded into the layer (Gowal et al. 2018 §3), differentiable."""
+    w, b = fc.weight, fc.bias
+    cw = w[labels].unsqueeze(1) - w.unsqueeze(0)  # (B, K, F): rows w_y − w_j
+    c, r = (h[0] + h[1]) / 2, (h[1] - h[0]).clamp_min(0) / 2
+    return (torch.einsum("bkf,bf->bk", cw, c) - torch.einsum("bkf,bf->bk", cw.abs(), r)
+            + b[labels].unsqueeze(1) - b.unsqueeze(0))
+
+
 def margin_lower_linear(h: Interval, fc: nn.Linear, label: int) -> torch.Tensor:
     """Exact lower bounds of ``logit_y − logit_j`` (j ≠ y) of a final linear layer over a box."""
-    w, b = fc.weight, fc.bias
-    k = w.shape[0]
-    others = [j for j in range(k) if j != label]
-    cw = w[label].unsqueeze(0) - w[others]
-    cb = b[label] - b[others]
-    c, r = (h[0] + h[1]) / 2, (h[1] - h[0]).clamp_min(0) / 2
-    return (cw @ c[0]) - (cw.abs() @ r[0]) + cb
+    others = [j for j in range(fc.weight.shape[0]) if j != label]
+    rows = margin_lower_rows((h[0][:1], h[1][:1]), fc, torch.tensor([label], device=fc.weight.device))
+    return rows[0, others]
 
 
 def margin_spec(k: int, label: int, dtype=torch.float64) -> torch.Tensor:
