@@ -387,8 +387,13 @@ class LSTMCrown:
         acc = acc + self._concretize(pi @ self.W, t)
         return pi @ self.U, coef_cprev, const, acc
 
+    _sym: dict | None = None  # when set (by :meth:`linear`), coefficients of boxed steps are collected
+
     def _concretize(self, a: torch.Tensor, t: int) -> torch.Tensor:
         lo, hi = self.xs[t]
+        if self._sym is not None and bool((hi > lo).any()):
+            self._sym[t] = self._sym[t] + a if t in self._sym else a
+            return torch.zeros(a.shape[0], dtype=a.dtype)
         c, r = (lo + hi) / 2, (hi - lo).clamp_min(0) / 2
         return a @ c - a.abs() @ r
 
@@ -456,9 +461,21 @@ class LSTMCrown:
         return torch.maximum(crown, spec @ c - spec.abs() @ r + (0 if bias is None else bias))
 
 
-def lstm_crown_margins(rnn: nn.LSTM, xs: list[Interval], fc: nn.Linear, label: int) -> torch.Tensor:
-    """Lower bounds of ``logit_y − logit_j`` (j ≠ y) of ``fc(h_T)`` by :class:`LSTMCrown`."""
-    k = fc.weight.shape[0]
-    others = [j for j in range(k) if j != label]
-    spec = fc.weight[label].unsqueeze(0) - fc.weight[others]
-    return LSTMCrown(rnn, xs).lower(spec, fc.bias[label] - fc.bias[others])
+    def linear(self, spec: torch.Tensor, bias: torch.Tensor | None = None
+               ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """The linear lower bound of ``spec @ h_T (+ bias)`` before concretisation:
+        ``({t: Λ_t (R, F)}, const)`` with ``spec @ h_T + bias ≥ Σ_t Λ_t · x_t + const`` for every input
+        sequence inside the boxes (steps with a point box are folded into ``const``). A caller that
+        knows more about the ``x_t`` than their boxes (linear bounds of the per-frame CNN in a shared
+        perturbation) bounds ``Σ_t Λ_t · x_t`` jointly — tighter than one box per step."""
+        t_last = len(self.xs) - 1
+        const = torch.zeros(spec.shape[0], dtype=spec.dtype) if bias is None else bias.clone()
+        if self.t0 > t_last:
+            return {}, spec @ self.h0 + const
+        self._sym = {}
+        try:
+            zero = torch.zeros(spec.shape[0], dtype=spec.dtype)
+            const = self._finish(t_last, spec, torch.zeros_like(spec), const, zero)
+            return self._sym, const
+        finally:
+            self._sym = None

@@ -15,7 +15,10 @@ float32 rounding). As the box shrinks, so does the range (unlike a window of sou
 CROWN through the per-step CNN N_C of the affected steps (its input is the affine snippet
 ``[v_s, v_s − v_{s−1}]`` of the two boxed frames), then through the recurrent head N_R — CROWN
 through time for LSTMs (:class:`core.verify.bounds.LSTMCrown`, the better of it and intervals),
-interval propagation for GRU/RNN — and an exact bound of the final linear layer's margin rows; ``c3d`` — CROWN end to end with
+interval propagation for GRU/RNN — and an exact bound of the final linear layer's margin rows. For
+LSTMs the linear bound through time is also pulled back through every perturbed step's CNN into
+``z`` and concretised *once* over the whole domain (``joint``): the per-step feature boxes let every
+step spend the whole ℓ2 budget on its own, the joint bound shares it. ``c3d`` — CROWN end to end with
 the margin rows ``e_y − e_j`` as the specification. Other models (Horn–Schunck inside
 ``motion_stream``, non-differentiable flows, ``frame_cnn``, TorchScript uploads) raise
 :class:`Unsupported` with a plain sentence.
@@ -43,7 +46,7 @@ from core.classifier import VideoClassifier, as_classifier
 from core.errors import ParameterError
 from core.flow import warp
 from core.msr.space import FlowSpace, check_metric
-from core.verify.bounds import (Unsupported, crown_backward, flatten_chain, ibp, ibp_layer, lstm_crown_margins,
+from core.verify.bounds import (LSTMCrown, Unsupported, crown_backward, flatten_chain, ibp, ibp_layer,
                                 margin_lower_linear, margin_spec, recurrent_ibp)
 
 TOL = 1e-4
@@ -235,9 +238,21 @@ class ModelBounds:
                 self.chain = [_ToC3D()] + flatten_chain(self.m.body) + [self.m.fc]
                 self.spec = margin_spec(self.m.fc.out_features, label)
 
-    @torch.no_grad()
     def margin_lower(self, dom: Domain) -> torch.Tensor:
-        """``(K − 1,)`` lower bounds of ``logit_y − logit_j`` over the domain."""
+        """``(K − 1,)`` lower bounds of ``logit_y − logit_j`` over the domain: the best of
+        :meth:`margin_bounds` per row."""
+        out = self.margin_bounds(dom)
+        best = out.pop("ibp")
+        for b in out.values():
+            best = torch.maximum(best, b)
+        return best
+
+    @torch.no_grad()
+    def margin_bounds(self, dom: Domain) -> dict[str, torch.Tensor]:
+        """Every lower bound of ``logit_y − logit_j`` the method computes, by name, each sound on its
+        own: ``ibp``; ``crown`` (c3d: end to end; recurrent: CROWN through time over per-step feature
+        boxes); ``joint`` (LSTMs: the linear bound through time pulled back through every perturbed
+        step's CNN into ``z`` and concretised once over the domain)."""
         lo, hi = self.video.clone(), self.video.clone()
         for t, r in dom.relax.items():
             lo[t], hi[t] = r.lo, r.hi
@@ -248,12 +263,11 @@ class ModelBounds:
             others = [j for j in range(ol.shape[1]) if j != self.label]
             ibp_m = ol[0, self.label] - oh[0, others]
             if self.method == "ibp":
-                return ibp_m
+                return {"ibp": ibp_m}
             a, bias = crown_backward(self.chain, self.spec, inputs)
-            m = dom.concretize([(t, a[:, t]) for t in range(t_len)], bias, self.video)
-            return torch.maximum(m, ibp_m)
+            return {"ibp": ibp_m, "crown": dom.concretize([(t, a[:, t]) for t in range(t_len)], bias, self.video)}
         steps = sorted({t for t in dom.relax} | {t + 1 for t in dom.relax if t + 1 < t_len})
-        xs = []
+        xs, cnn = [], {}
         for s in range(t_len):
             if s not in steps:
                 e = self.eta[s].unsqueeze(0)
@@ -275,13 +289,29 @@ class ModelBounds:
                 a, bias = crown_backward(layers, torch.cat([eye, -eye]), inputs)
                 both = dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
                 pl, ph = torch.maximum(pl, both[:n].view_as(pl)), torch.minimum(ph, -both[n:].view_as(ph))
+                cnn[s] = (layers + [nn.ReLU()], inputs + [(pl, ph)], prev)
             xs.append((pl.clamp_min(0), ph.clamp_min(0)))  # the final ReLU of N_C
         h = recurrent_ibp(self.m.rnn, xs)
         ibp_m = margin_lower_linear(h, self.m.fc, self.label)
         if self.method == "ibp" or not isinstance(self.m.rnn, nn.LSTM):
-            return ibp_m
-        # CROWN through time (back-substitution through the LSTM cells), never looser than IBP
-        return torch.maximum(ibp_m, lstm_crown_margins(self.m.rnn, xs, self.m.fc, self.label))
+            return {"ibp": ibp_m}
+        # CROWN through time (back-substitution through the LSTM cells)
+        lc = LSTMCrown(self.m.rnn, xs)
+        fc, y = self.m.fc, self.label
+        others = [j for j in range(fc.out_features) if j != y]
+        spec, bias = fc.weight[y].unsqueeze(0) - fc.weight[others], fc.bias[y] - fc.bias[others]
+        out = {"ibp": ibp_m, "crown": lc.lower(spec, bias)}
+        # …and through the CNN of every perturbed step into the flow perturbation, concretised once
+        # for all steps together (one dual norm over z instead of one box per step and feature)
+        lam, const = lc.linear(spec, bias)
+        parts = []
+        for s, coef in lam.items():
+            chain, ins, prev = cnn[s]
+            a, b = crown_backward(chain, coef, ins)
+            parts += [(s, a[:, :3]), (prev, a[:, 3:])]
+            const = const + b
+        out["joint"] = dom.concretize(parts, const, self.video)
+        return out
 
 
 def refine_relu_inputs(layers: list[nn.Module], inputs: list, concretize, max_rows: int | None = None,
