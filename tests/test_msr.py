@@ -377,3 +377,38 @@ def test_min_norm_search_tightens_the_upper_bound_with_a_verified_witness():
         logits = net(space.apply(gs.best.z.float().unsqueeze(0)))
     assert int(logits.argmax()) != ev.label  # a fresh forward pass: the witness flips the decision
     assert float(space.norm(gs.best.z, "l2")) == pytest.approx(gs.best.distance)
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2"])
+def test_certified_heuristic_with_node_radii_is_admissible_and_exact(metric):
+    """The ``certified`` heuristic with a radius per node: given a sound node certifier (here the
+    brute-force distance to the nearest adversarial grid point), A* stays exact, its lower bound
+    never passes FMSR, and the per-node radii prune the search (fewer expansions than ``zero``)."""
+    from core.msr.astar import AdmissibleAStar
+
+    video, model, space, z, norms, margins = _problem(metric, seed=2)
+    w = space.weight(metric)
+    budget = {"l1": 3 * TAU * w, "l2": math.sqrt(3) * TAU * w}[metric]
+    fmsr = _brute_fmsr(norms, margins, budget)
+    assert math.isfinite(fmsr), "precondition: an adversarial grid point within the budget"
+    adv = z[margins < 0]
+
+    def oracle(c, rho):  # "no adversarial grid point within rho of c": sound for grid goals
+        return bool(space.norm(adv - c, metric).min() > rho)
+
+    runs = {}
+    for name, kw in (("zero", {}), ("certified", {"certified": lambda: 0.0, "node_certifier": oracle, "probes": 4})):
+        a = AdmissibleAStar(Evaluator(model, space), metric, TAU, budget, "zero" if name == "zero" else "certified",
+                            batch=4, **kw)
+        lows = []
+        while not a.done:
+            a.step()
+            lows.append(a.lower)
+            assert a.lower <= fmsr + 1e-9
+        assert a.exact and a.lower == pytest.approx(fmsr)
+        assert lows == sorted(lows)
+        runs[name] = (lows, a)
+    assert runs["certified"][1].node_probes > 0
+    # the per-norm combination (module docstring): ℓ1 adds, ℓ2 needs the orthant argument (hypot)
+    assert runs["certified"][1]._combine(3.0, 4.0) == pytest.approx({"l1": 7.0, "l2": 5.0}[metric])
+    assert runs["certified"][1].expanded < runs["zero"][1].expanded  # the node radii prune the search

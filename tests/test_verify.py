@@ -318,3 +318,33 @@ def test_joint_bound_through_cnn_and_lstm_is_sound_and_shares_the_budget(certifi
         zz = zz - 0.3 * grad / grad.norm().clamp_min(1e-12)
         zz = zz * min(1.0, r / float(sp.norm(zz, "l2")))
     assert float(ev.margins(zz.unsqueeze(0))[0]) >= joint - 1e-4
+
+
+def test_certified_ball_around_a_node(lstm):
+    """``CertifiedRadius.around`` (the per-node radius of the A* ``certified`` heuristic): at the clip
+    it agrees with :func:`certify`; a ball around a point next to a verified adversarial video is
+    never certified (a ball centred at the clip would be); where it certifies a ball around a point
+    far from the clip, random points inside keep the label."""
+    from core.msr.upper import GradientSearch
+
+    sp = _space(14)
+    cr = CertifiedRadius(lstm, sp, "l2")
+    zero = torch.zeros(sp.dims, dtype=torch.float64)
+    for r in (0.02, 0.5):
+        assert cr.around(zero, r) == certify(lstm, sp.video, sp, r, "l2")["certified"]
+    ev = Evaluator(lstm, sp)
+    gs = GradientSearch(ev, "l2", 0.5)
+    gs.step(quick=True)
+    assert gs.best is not None and gs.best.check["adversarial"]
+    zs = gs.best.z.double()
+    near = zs * (1 - 0.03 / gs.best.distance)  # 0.03 from the witness
+    assert not cr.around(near, 0.05)
+    mid = zs * 0.5  # halfway: find a certified ball around it, then sample inside
+    rho = 0.2
+    while rho > 1e-4 and not cr.around(mid, rho):
+        rho /= 2
+    assert rho > 1e-4
+    g = torch.Generator().manual_seed(4)
+    d = torch.randn(128, sp.dims, generator=g, dtype=torch.float64)
+    d = d / sp.norm(d, "l2").unsqueeze(1) * rho * torch.rand(128, 1, generator=g, dtype=torch.float64)
+    assert float(ev.margins(mid + d).min()) > 0

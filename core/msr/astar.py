@@ -25,6 +25,14 @@ descendant ``z'``):
     - ℓ∞: ``‖z'‖∞ ≥ max(‖z‖∞, ‖z' − z‖∞)``        → ``f = max(g, h)``
   (for ℓ2 and ℓ∞, ``g + h`` would *not* be admissible). Valid when ``L`` is a true Lipschitz
   constant; an estimated ``L`` gives an estimate, not a guarantee.
+* ``certified`` (no assumption): ``h(z) = r(z)``, a radius *proved* by bound propagation
+  (:meth:`core.verify.CertifiedRadius.around`: no point within ``r(z)`` of ``z`` is adversarial),
+  combined with ``g`` by the same per-norm rules — the only fact they use is ``‖δ(z') − δ(z)‖ ≥ h(z)``
+  for every adversarial ``z'``, which the certificate gives outright. Also ``f ≥ r0``, the certified
+  radius of the ball around the clip, since every adversarial point lies outside it. A child
+  inherits ``h(parent) − τ w_p`` (its ball lies inside the parent's); the ``probes`` best nodes of
+  each batch get their own certificate (one bound-propagation probe each, at the parent's radius,
+  halved after a failure) and are pushed back when their ``f`` grows.
 
 All children of a node that set a *new* dimension have the same distance and the same
 heuristic estimate, so they share one ``f``: a single heap entry stands for the whole group and
@@ -64,13 +72,16 @@ class Node:
     h: float = field(compare=False, default=0.0)
     margin: float | None = field(compare=False, default=None)
     group: tuple | None = field(compare=False, default=None)  # lazy (parent, next dim, sign)
+    probed: bool = field(compare=False, default=False)  # certified heuristic: own radius probed
+    try_r: float = field(compare=False, default=0.0)  # certified heuristic: radius to probe
 
 
 class AdmissibleAStar:
     """Anytime A*: call :meth:`step` repeatedly; read ``lower``, ``exact``, ``robust``."""
 
     def __init__(self, ev: Evaluator, metric: str, tau: float, budget: float, heuristic: str = "zero",
-                 lipschitz: float | None = None, batch: int = 16, certified=None) -> None:
+                 lipschitz: float | None = None, batch: int = 16, certified=None, node_certifier=None,
+                 probes: int = 2) -> None:
         self.p = check_metric(metric)
         if not tau > 0:
             raise ParameterError(f"tau must be > 0, got {tau}")
@@ -81,6 +92,9 @@ class AdmissibleAStar:
         if heuristic == "certified" and certified is None:
             raise ParameterError("the certified heuristic needs a certified radius (a certifiable model)")
         self.certified = certified  # () -> sound certified radius r0 of the ball around the clip
+        self.node_certifier = node_certifier  # (z, rho) -> is the ball of radius rho around z certified?
+        self.probes = int(probes)
+        self.node_probes = 0
         if heuristic == "lipschitz" and not (lipschitz and lipschitz > 0):
             raise ParameterError("the lipschitz heuristic needs a Lipschitz constant L > 0")
         self.ev, self.metric, self.tau, self.budget = ev, metric, float(tau), float(budget)
@@ -109,15 +123,16 @@ class AdmissibleAStar:
         return max(margin, 0.0) / self.L if self.heuristic == "lipschitz" else 0.0
 
     def _combine(self, g: float, h: float) -> float:
-        if self.heuristic == "certified":
-            # every adversarial point z' has ‖z'‖ > r0 (certified ball) and ‖z'‖ ≥ ‖z‖ = g for a
-            # descendant (monotone moves): f = max(g, r0) never exceeds the goal's distance.
-            return max(g, self.certified())
         if self.p == 1.0:
-            return g + h
-        if self.p == 2.0:
-            return math.hypot(g, h)
-        return max(g, h)
+            f = g + h
+        elif self.p == 2.0:
+            f = math.hypot(g, h)
+        else:
+            f = max(g, h)
+        if self.heuristic == "certified":
+            # every adversarial point z' has ‖z'‖ > r0 (certified ball around the clip)
+            f = max(f, self.certified())
+        return f
 
     def _norm_from_s(self, s: float) -> float:
         if self.p == 1.0:
@@ -150,9 +165,10 @@ class AdmissibleAStar:
         norm = self._norm_from_s(s)
         if norm > self.budget + 1e-9:
             return None
-        h = max(n.h - self.step_dist, 0.0) if self.heuristic == "lipschitz" else 0.0
+        h = max(n.h - self.step_dist, 0.0) if self.heuristic in ("lipschitz", "certified") else 0.0
         keyd[i] = k
-        return Node(self._combine(norm, h), next(self._tie), tuple(sorted(keyd.items())), i, s, norm, h)
+        return Node(self._combine(norm, h), next(self._tie), tuple(sorted(keyd.items())), i, s, norm, h,
+                    try_r=n.h if n.h > 0 else n.try_r)
 
     def _expand(self, n: Node) -> None:
         self.expanded += 1
@@ -178,6 +194,17 @@ class AdmissibleAStar:
         self.generated += 1
         return self._child(parent, i, sgn)
 
+    def _probe(self, nodes: list[Node]) -> None:
+        """Certify a radius around each node (heuristic ``certified``): ``h`` only grows."""
+        for n in nodes:
+            n.probed = True
+            rho = n.try_r if n.try_r > 0 else max(self.certified(), self.step_dist)
+            self.node_probes += 1
+            if self.node_certifier(self.z_of(n), rho):
+                n.h = max(n.h, rho)
+            else:
+                n.try_r = rho / 2  # what its children try
+
     def step(self) -> None:
         """Pop and evaluate the ``batch`` best open nodes, expand the safe ones, update the bound."""
         if self.done:
@@ -194,6 +221,8 @@ class AdmissibleAStar:
                 n.margin = m
                 if self.heuristic == "lipschitz":
                     n.h = max(n.h, self._h(m))
+        if self.heuristic == "certified" and self.node_certifier is not None:
+            self._probe([n for n in popped if not n.probed and n.margin >= 0][:self.probes])
         for n in popped:
             if n.margin < 0:  # a goal: verify with a fresh, full forward pass
                 chk = self.ev.verify(self.z_of(n).float())

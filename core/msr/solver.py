@@ -57,6 +57,7 @@ class MSRParams:
     space: str = "flow"  # "flow" or "brightness"
     frames: list[int] | None = None  # brightness: frames to brighten; default: all
     upper: bool = True  # run the gradient search too
+    node_probes: int = 0  # certified heuristic: bound-propagation probes per A* batch (own radius per node)
 
     def validate(self, frames_in_video: int) -> MSRParams:
         from core.types import Heuristic, parse
@@ -67,7 +68,8 @@ class MSRParams:
             raise ParameterError(f"lipschitz_source must be 'user' or 'estimate', got {self.lipschitz_source!r}")
         for name, v, lo, hi in (("tau", self.tau, 1e-4, 100.0), ("budget", self.budget, 1e-6, 1e9),
                                 ("max_iters", self.max_iters, 1, 10_000_000),
-                                ("time_limit", self.time_limit, 0.01, 86_400.0), ("batch", self.batch, 1, 4096)):
+                                ("time_limit", self.time_limit, 0.01, 86_400.0), ("batch", self.batch, 1, 4096),
+                                ("node_probes", self.node_probes, 0, 4096)):
             if not (isinstance(v, (int, float)) and lo <= v <= hi and not math.isnan(v)):
                 raise ParameterError(f"{name} must be in [{lo:g}, {hi:g}], got {v!r}")
         if self.space not in ("flow", "brightness"):
@@ -171,7 +173,9 @@ class MSRSolver:
             raise ParameterError(f"the certified heuristic needs a certifiable model and the flow space: {self.cert_note}")
         self.astar = AdmissibleAStar(self.ev, self.params.metric, self.params.tau, self.params.budget,
                                      self.params.heuristic, self.params.lipschitz, self.params.batch,
-                                     certified=(lambda: self.cert.lower) if self.cert is not None else None)
+                                     certified=(lambda: self.cert.lower) if self.cert is not None else None,
+                                     node_certifier=self.cert.around if self.params.heuristic == "certified"
+                                     and self.params.node_probes > 0 else None, probes=self.params.node_probes)
         self.upper_search = GradientSearch(self.ev, self.params.metric, self.params.tau) if self.params.upper else None
         self.trace: list[dict] = []
         self.activity = "ready"  # what the solver is doing right now (for live progress)

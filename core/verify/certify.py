@@ -127,11 +127,13 @@ def warp_bounds(space: FlowSpace, lo: torch.Tensor, hi: torch.Tensor) -> dict[in
 
 
 class Domain:
-    """The perturbation set: the box ``[zlo, zhi]`` intersected with the ball ``‖δ(z)‖_p ≤ radius``."""
+    """The perturbation set: the box ``[zlo, zhi]`` intersected with the ball ``‖δ(z − centre)‖_p ≤ radius``
+    (centre 0 unless given: the ball around a node of the A* search)."""
 
     def __init__(self, space: FlowSpace, zlo: torch.Tensor, zhi: torch.Tensor, radius: float | None,
-                 metric: str) -> None:
+                 metric: str, centre: torch.Tensor | None = None) -> None:
         self.space, self.zlo, self.zhi, self.radius, self.metric = space, zlo.double(), zhi.double(), radius, metric
+        self.centre = None if centre is None else centre.double().cpu()
         self.relax = warp_relax(space, zlo, zhi)
 
     def concretize(self, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor, video: torch.Tensor
@@ -160,7 +162,8 @@ class Domain:
             p = check_metric(self.metric)
             q = 1.0 if math.isinf(p) else (math.inf if p == 1.0 else p / (p - 1.0))
             rz = self.radius / sp.weight(self.metric)
-            best = torch.maximum(best, -rz * torch.linalg.vector_norm(coef, ord=q, dim=1) - coef @ zc)
+            shift = 0.0 if self.centre is None else coef @ self.centre  # min over the ball: c·centre − r‖c‖_q
+            best = torch.maximum(best, shift - rz * torch.linalg.vector_norm(coef, ord=q, dim=1) - coef @ zc)
         return const + coef @ zc + best
 
 
@@ -416,6 +419,15 @@ class CertifiedRadius:
     def _box_margin(self, lo: torch.Tensor, hi: torch.Tensor, radius: float) -> float:
         self.boxes_checked += 1
         return float(self.mb.margin_lower(Domain(self.space, lo, hi, radius, self.metric)).min())
+
+    def around(self, z: torch.Tensor, rho: float) -> bool:
+        """Is the ball ``‖δ(z' − z)‖_p ≤ rho`` around the point ``z`` certified (enclosing box, no
+        splitting)? The certified radius of an A* node (:mod:`core.msr.astar`, heuristic ``certified``)."""
+        z = z.double().cpu()
+        lo, hi = ball_box(self.space, rho, self.metric)
+        dom = Domain(self.space, z + lo, z + hi, rho, self.metric, centre=z)
+        self.boxes_checked += 1
+        return float(self.mb.margin_lower(dom).min()) > TOL
 
     def _record(self) -> None:
         self.trace.append({"seconds": time.perf_counter() - self.t0, "certified_lower": self.lower})
