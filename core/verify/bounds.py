@@ -112,6 +112,18 @@ def _pullback(m: nn.Module, a: torch.Tensor, in_shape: torch.Size) -> tuple[torc
     return g.squeeze(1), bias
 
 
+def relu_relaxation(l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CROWN's lines for ``relu`` on ``[l, u]``: upper ``s_up·z + b_up`` (the chord through
+    ``(l, 0)`` and ``(u, u)`` when unstable), lower ``alpha·z`` (``alpha = 1`` if ``u > −l`` else 0);
+    exact for stable neurons."""
+    active, inactive = l >= 0, u <= 0
+    unstable = ~(active | inactive)
+    s_up = torch.where(unstable, u / (u - l).clamp_min(1e-30), active.to(l.dtype))
+    alpha = torch.where(unstable, (u > -l).to(l.dtype), active.to(l.dtype))
+    b_up = torch.where(unstable, -s_up * l, torch.zeros_like(l))
+    return s_up, b_up, alpha
+
+
 def crown_backward(layers: list[nn.Module], spec: torch.Tensor, inputs: list[Interval]
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """CROWN back-substitution: ``(A, b)`` with ``spec @ f(x) ≥ A·x + b`` for every ``x`` in the box
@@ -125,14 +137,9 @@ def crown_backward(layers: list[nn.Module], spec: torch.Tensor, inputs: list[Int
                 a, b = _pullback(m, a, l.shape)
                 bias = bias + b
             elif isinstance(m, nn.ReLU):
-                l, u = l.expand_as(a), u.expand_as(a)
-                active, inactive = l >= 0, u <= 0
-                unstable = ~(active | inactive)
-                den = (u - l).clamp_min(1e-30)
-                s_up = torch.where(unstable, u / den, active.to(a.dtype))
-                alpha = torch.where(unstable, (u > -l).to(a.dtype), active.to(a.dtype))
+                s_up, b_up, alpha = relu_relaxation(l, u)  # per neuron, broadcast over the rows
                 pos, neg = a.clamp_min(0), a.clamp_max(0)
-                bias = bias + (neg * torch.where(unstable, -s_up * l, torch.zeros_like(l))).flatten(1).sum(1)
+                bias = bias + (neg * b_up).flatten(1).sum(1)
                 a = pos * alpha + neg * s_up
             else:
                 raise Unsupported(f"CROWN: layer {type(m).__name__} is not supported")
