@@ -124,26 +124,66 @@ def relu_relaxation(l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, tor
     return s_up, b_up, alpha
 
 
-def crown_backward(layers: list[nn.Module], spec: torch.Tensor, inputs: list[Interval]
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def crown_backward(layers: list[nn.Module], spec: torch.Tensor, inputs: list[Interval],
+                   alphas: dict[int, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """CROWN back-substitution: ``(A, b)`` with ``spec @ f(x) ≥ A·x + b`` for every ``x`` in the box
-    whose layer-input intervals are ``inputs`` (from :func:`ibp`). ``A`` has shape ``(R, *x.shape[1:])``."""
+    whose layer-input intervals are ``inputs`` (from :func:`ibp`). ``A`` has shape ``(R, *x.shape[1:])``.
+
+    With ``alphas`` (α-CROWN, Xu et al. 2021, Eq. 7 of "Fast and complete"): ``{layer index: (R, …)}``
+    lower slopes of the unstable ReLUs of that layer, one per row, clamped to [0, 1] — any slope in
+    [0, 1] is a sound lower line of ``relu`` — and ``(A, b)`` stay differentiable in them."""
     out_shape = ibp_layer(layers[-1], *inputs[-1])[0].shape
     a = spec.view(spec.shape[0], *out_shape[1:]).to(inputs[0][0].dtype)
     bias = torch.zeros(spec.shape[0], dtype=a.dtype, device=a.device)
     with torch.enable_grad():
-        for m, (l, u) in zip(reversed(layers), reversed(inputs)):
+        for k in range(len(layers) - 1, -1, -1):
+            m, (l, u) = layers[k], inputs[k]
             if is_affine(m):
                 a, b = _pullback(m, a, l.shape)
                 bias = bias + b
             elif isinstance(m, nn.ReLU):
                 s_up, b_up, alpha = relu_relaxation(l, u)  # per neuron, broadcast over the rows
+                if alphas is not None and k in alphas:
+                    alpha = torch.where((l < 0) & (u > 0), alphas[k].clamp(0, 1), alpha)
                 pos, neg = a.clamp_min(0), a.clamp_max(0)
                 bias = bias + (neg * b_up).flatten(1).sum(1)
                 a = pos * alpha + neg * s_up
             else:
                 raise Unsupported(f"CROWN: layer {type(m).__name__} is not supported")
-    return a.detach(), bias.detach()
+    return (a, bias) if alphas is not None else (a.detach(), bias.detach())
+
+
+def alpha_crown(layers: list[nn.Module], spec: torch.Tensor, inputs: list[Interval], concretize,
+                iters: int = 20, lr: float = 0.1) -> torch.Tensor:
+    """α-CROWN (Xu et al. 2021): the lower slopes of the unstable ReLUs, one per row and neuron, are
+    optimised by projected gradient ascent (Adam) on the concretised bound ``concretize(A, b)`` →
+    ``(R,)``; starts at CROWN's adaptive slopes. Every iterate is a sound bound, so the row-wise best
+    over the iterates is returned (never looser than CROWN with the same intermediate bounds)."""
+    alphas = {}
+    for k, m in enumerate(layers):
+        if isinstance(m, nn.ReLU):
+            l, u = inputs[k]
+            if bool(((l < 0) & (u > 0)).any()):
+                alphas[k] = (u > -l).to(l.dtype).expand(spec.shape[0], *l.shape[1:]).clone().requires_grad_(True)
+    with torch.no_grad():
+        best = concretize(*crown_backward(layers, spec, inputs))
+    if not alphas:
+        return best
+    opt = torch.optim.Adam(list(alphas.values()), lr=lr)
+    with torch.enable_grad():
+        for _ in range(iters):
+            bound = concretize(*crown_backward(layers, spec, inputs, alphas))
+            best = torch.maximum(best, bound.detach())
+            params = list(alphas.values())
+            for v, g in zip(params, torch.autograd.grad(-bound.sum(), params)):  # never into the model's .grad
+                v.grad = g
+            opt.step()
+            with torch.no_grad():
+                for v in alphas.values():
+                    v.clamp_(0, 1)
+        with torch.no_grad():
+            best = torch.maximum(best, concretize(*crown_backward(layers, spec, inputs, alphas)))
+    return best.detach()
 
 
 def concretize_box(a: torch.Tensor, bias: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:

@@ -46,11 +46,13 @@ from core.classifier import VideoClassifier, as_classifier
 from core.errors import ParameterError
 from core.flow import warp
 from core.msr.space import FlowSpace, check_metric
-from core.verify.bounds import (LSTMCrown, Unsupported, crown_backward, flatten_chain, ibp, ibp_layer,
+from core.verify.bounds import (LSTMCrown, Unsupported, alpha_crown, crown_backward, flatten_chain, ibp, ibp_layer,
                                 margin_lower_linear, margin_spec, recurrent_ibp)
 
 TOL = 1e-4
 WARP_SLACK = 1e-5
+METHODS = ("crown", "crown+", "alpha", "ibp")
+ALPHA_ITERS = 10
 
 
 # -- the flow manipulation ------------------------------------------------------------------------
@@ -226,9 +228,11 @@ class ModelBounds:
         self.m = copy.deepcopy(clf.model).cpu().double().eval()
         self.video = video.detach().cpu().double()
         self.label = label
-        if method not in ("crown", "crown+", "ibp"):
-            raise ParameterError(f"method must be 'crown', 'crown+' or 'ibp', got {method!r}")
-        self.method = method  # crown+ refines the CNN's intermediate bounds (recurrent models; c3d: crown)
+        if method not in METHODS:
+            raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        # crown+ refines the CNN's intermediate bounds (recurrent models; c3d: crown); alpha optimises
+        # the ReLU lower slopes of the final CROWN passes (α-CROWN)
+        self.method = method
         self.kind = "recurrent" if isinstance(self.m, CNNRecurrent) else "c3d"
         assert isinstance(self.m, (CNNRecurrent, C3D))
         with torch.no_grad():
@@ -254,8 +258,9 @@ class ModelBounds:
     def margin_bounds(self, dom: Domain) -> dict[str, torch.Tensor]:
         """Every lower bound of ``logit_y − logit_j`` the method computes, by name, each sound on its
         own: ``ibp``; ``crown`` (c3d: end to end; recurrent: CROWN through time over per-step feature
-        boxes); ``joint`` (LSTMs: the linear bound through time pulled back through every perturbed
-        step's CNN into ``z`` and concretised once over the domain)."""
+        boxes) — ``alpha`` instead for c3d with ``method="alpha"`` (the recurrent models' per-step
+        feature boxes then come from α-CROWN); ``joint`` (LSTMs: the linear bound through time pulled
+        back through every perturbed step's CNN into ``z`` and concretised once over the domain)."""
         lo, hi = self.video.clone(), self.video.clone()
         for t, r in dom.relax.items():
             lo[t], hi[t] = r.lo, r.hi
@@ -267,8 +272,11 @@ class ModelBounds:
             ibp_m = ol[0, self.label] - oh[0, others]
             if self.method == "ibp":
                 return {"ibp": ibp_m}
-            a, bias = crown_backward(self.chain, self.spec, inputs)
-            return {"ibp": ibp_m, "crown": dom.concretize([(t, a[:, t]) for t in range(t_len)], bias, self.video)}
+            def conc3(a, bias):
+                return dom.concretize([(t, a[:, t]) for t in range(t_len)], bias, self.video)
+            if self.method == "alpha":
+                return {"ibp": ibp_m, "alpha": alpha_crown(self.chain, self.spec, inputs, conc3, ALPHA_ITERS)}
+            return {"ibp": ibp_m, "crown": conc3(*crown_backward(self.chain, self.spec, inputs))}
         steps = sorted({t for t in dom.relax} | {t + 1 for t in dom.relax if t + 1 < t_len})
         xs, cnn = [], {}
         for s in range(t_len):
@@ -282,15 +290,20 @@ class ModelBounds:
             layers = [_Snippet(s == 0)] + self.pre
             (pl, ph), inputs = ibp(layers, xl, xh)
             if self.method == "crown+":  # CROWN intermediate bounds for the unstable ReLUs
-                def conc(a, bias, s=s, prev=prev):
+                def conc_(a, bias, s=s, prev=prev):
                     return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
-                inputs = refine_relu_inputs(layers, inputs, conc)
+                inputs = refine_relu_inputs(layers, inputs, conc_)
                 pl, ph = ibp_layer(layers[-1], *inputs[-1])
             if self.method != "ibp":
                 n = pl[0].numel()
                 eye = torch.eye(n, dtype=torch.float64)
-                a, bias = crown_backward(layers, torch.cat([eye, -eye]), inputs)
-                both = dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+
+                def conc(a, bias, s=s, prev=prev):
+                    return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+                if self.method == "alpha":
+                    both = alpha_crown(layers, torch.cat([eye, -eye]), inputs, conc, ALPHA_ITERS)
+                else:
+                    both = conc(*crown_backward(layers, torch.cat([eye, -eye]), inputs))
                 pl, ph = torch.maximum(pl, both[:n].view_as(pl)), torch.minimum(ph, -both[n:].view_as(ph))
                 cnn[s] = (layers + [nn.ReLU()], inputs + [(pl, ph)], prev)
             xs.append((pl.clamp_min(0), ph.clamp_min(0)))  # the final ReLU of N_C
