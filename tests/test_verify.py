@@ -262,7 +262,7 @@ def test_crown_with_crown_intermediate_bounds_is_tighter_and_sound(lstm):
             zz = zz * (0.15 / n)
     assert float(ev.margins(zz.unsqueeze(0))[0]) >= full["margin_lower"] - 1e-4
     with pytest.raises(Exception, match="method must be"):
-        certify(lstm, video, sp, 0.15, "l2", "alpha")
+        certify(lstm, video, sp, 0.15, "l2", "beta")
 
 
 def test_crown_intermediate_bounds_contain_sampled_activations(lstm):

@@ -294,17 +294,22 @@ class ModelBounds:
                     return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
                 inputs = refine_relu_inputs(layers, inputs, conc_)
                 pl, ph = ibp_layer(layers[-1], *inputs[-1])
-            if self.method != "ibp":
-                n = pl[0].numel()
-                eye = torch.eye(n, dtype=torch.float64)
+            live = (ph.flatten() > 0).nonzero().flatten()  # features the final ReLU does not zero for sure
+            if self.method != "ibp" and len(live):
+                n, f = len(live), pl[0].numel()
+                rows = torch.zeros(2 * n, f, dtype=torch.float64)
+                rows[torch.arange(n), live] = 1.0
+                rows[n + torch.arange(n), live] = -1.0
 
                 def conc(a, bias, s=s, prev=prev):
                     return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
                 if self.method == "alpha":
-                    both = alpha_crown(layers, torch.cat([eye, -eye]), inputs, conc, ALPHA_ITERS)
+                    both = alpha_crown(layers, rows, inputs, conc, ALPHA_ITERS)
                 else:
-                    both = conc(*crown_backward(layers, torch.cat([eye, -eye]), inputs))
-                pl, ph = torch.maximum(pl, both[:n].view_as(pl)), torch.minimum(ph, -both[n:].view_as(ph))
+                    both = conc(*crown_backward(layers, rows, inputs))
+                pl, ph = pl.clone().flatten(), ph.clone().flatten()
+                pl[live], ph[live] = torch.maximum(pl[live], both[:n]), torch.minimum(ph[live], -both[n:])
+                pl, ph = pl.view(1, f), ph.view(1, f)
                 cnn[s] = (layers + [nn.ReLU()], inputs + [(pl, ph)], prev)
             xs.append((pl.clamp_min(0), ph.clamp_min(0)))  # the final ReLU of N_C
         h = recurrent_ibp(self.m.rnn, xs)
