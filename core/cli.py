@@ -159,7 +159,8 @@ def cmd_msr(args: argparse.Namespace) -> dict:
     params = MSRParams(metric=args.metric, tau=args.tau, budget=args.budget, flows=_ints(args.flows),
                        block=args.block, heuristic=args.heuristic, lipschitz=args.lipschitz,
                        max_iters=args.max_iters, time_limit=args.time_limit, space=args.space,
-                       frames=_ints(args.frames), certify=not args.no_certify, node_probes=args.node_probes)
+                       frames=_ints(args.frames), certify=not args.no_certify, node_probes=args.node_probes,
+                       cert_method=args.cert_method)
     log = None if args.json else (lambda e: print(f"iter {e['iteration']:>4}  {e['seconds']:7.2f} s  "
                                                   f"lower {e['lower']:.4f}  upper {e['upper']:.4f}"))
     from core.classifier import VideoClassifier
@@ -510,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--node-probes", type=int, default=0,
                     help="certified heuristic: bound-propagation probes per A* batch, each certifying a "
                          "radius around one node (default 0: the clip's certified radius only)")
+    sp.add_argument("--cert-method", default="crown", choices=["crown", "crown+", "alpha", "ibp"],
+                    help="bound propagation of the certified lower bound (see `certify --method`)")
     sp.add_argument("--max-iters", type=int, default=300)
     sp.add_argument("--time-limit", type=float, default=60.0, help="seconds")
     sp.add_argument("--space", default="flow", choices=["flow", "brightness"])

@@ -44,6 +44,7 @@ else:
 T = video.shape[0]
 H = video.shape[-1]
 keep("msr_metric", "msr_block", "msr_flows", "msr_heur", "msr_tau", "msr_budget_*", "msr_iters", "msr_time", "msr_L", "msr_log",
+     "msr_cert_method", "msr_node_probes",
      valid={"msr_block": lambda b: H % b == 0, "msr_flows": lambda fs: all(0 <= f < T - 1 for f in fs)})
 
 # ------------------------------------------------------------------ parameters
@@ -60,7 +61,7 @@ with st.expander("Parameters", expanded=True):
                              key="msr_flows")
     heuristic = c[3].selectbox("A* heuristic", ["zero", "certified", "lipschitz"], key="msr_heur",
                                help="zero: no assumption, a guaranteed lower bound for FMSR. certified: "
-                                    "f = max(g, certified radius) — sound, no assumption. lipschitz: "
+                                    "f = max(g ⊕ node radius, certified radius) — sound, no assumption. lipschitz: "
                                     "h = margin / L, valid only when L is a true Lipschitz constant.")
     c = st.columns(4)
     default_budget = DEFAULT_BUDGETS[metric]
@@ -69,6 +70,20 @@ with st.expander("Parameters", expanded=True):
     budget = c[1].number_input("Budget d", 0.01, 1e6, default_budget, key=f"msr_budget_{metric}")
     max_iters = int(c[2].number_input("Max iterations", 1, 100_000, D.max_iters, key="msr_iters"))
     time_limit = float(c[3].number_input("Time limit (s)", 1.0, 3600.0, D.time_limit, key="msr_time"))
+    c = st.columns(4)
+    cert_method = c[0].selectbox(
+        "Certified bound by", ["crown", "alpha", "crown+", "ibp"], key="msr_cert_method",
+        format_func={"crown": "CROWN (fast)", "alpha": "α-CROWN (optimised slopes, slower)",
+                     "crown+": "CROWN, CROWN intermediate bounds (slowest)", "ibp": "IBP (intervals)"}.get,
+        help="Bound propagation behind the green certified lower bound. All are sound; the slower ones are "
+             "tighter per probe but make fewer probes in the time limit.")
+    node_probes = 0
+    if heuristic == "certified":
+        node_probes = int(c[1].number_input(
+            "Node radii probes per A* batch", 0, 64, 0, key="msr_node_probes",
+            help="0: f = max(g, certified radius of the clip). N > 0: the N best nodes of every A* batch also "
+                 "get their own certified radius (one bound-propagation probe each) — sound, but a probe costs "
+                 "as much as thousands of A* nodes (README, Certified safe radius)."))
     lip = None
     lip_source = "user"
     if heuristic == "lipschitz":
@@ -106,7 +121,7 @@ with st.expander("Parameters", expanded=True):
 
 params = MSRParams(metric=metric, tau=float(tau), budget=float(budget), flows=sorted(flows) or None, block=int(block),
                    heuristic=heuristic, lipschitz=lip, lipschitz_source=lip_source, max_iters=max_iters,
-                   time_limit=time_limit)
+                   time_limit=time_limit, cert_method=cert_method, node_probes=node_probes)
 key = hashlib.sha256(json.dumps([sel.model_key, sel.video_key, params.to_dict()], default=str).encode()).hexdigest()[:16]
 run: BackgroundRun | None = st.session_state.get("msr_run")
 if run is not None and st.session_state.get("msr_run_key") != key:

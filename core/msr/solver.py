@@ -58,6 +58,7 @@ class MSRParams:
     frames: list[int] | None = None  # brightness: frames to brighten; default: all
     upper: bool = True  # run the gradient search too
     node_probes: int = 0  # certified heuristic: bound-propagation probes per A* batch (own radius per node)
+    cert_method: str = "crown"  # bound propagation of the certified lower bound: crown, crown+, alpha, ibp
 
     def validate(self, frames_in_video: int) -> MSRParams:
         from core.types import Heuristic, parse
@@ -72,6 +73,8 @@ class MSRParams:
                                 ("node_probes", self.node_probes, 0, 4096)):
             if not (isinstance(v, (int, float)) and lo <= v <= hi and not math.isnan(v)):
                 raise ParameterError(f"{name} must be in [{lo:g}, {hi:g}], got {v!r}")
+        if self.cert_method not in ("crown", "crown+", "alpha", "ibp"):
+            raise ParameterError(f"cert_method must be crown, crown+, alpha or ibp, got {self.cert_method!r}")
         if self.space not in ("flow", "brightness"):
             raise ParameterError(f"space must be 'flow' or 'brightness', got {self.space!r}")
         if self.flows is None:
@@ -197,7 +200,7 @@ class MSRSolver:
             self.cert_note = f"not certifiable: {why}"
             return
         try:
-            self.cert = CertifiedRadius(self.clf, self.space, self.params.metric)
+            self.cert = CertifiedRadius(self.clf, self.space, self.params.metric, self.params.cert_method)
         except Unsupported as e:
             self.cert_note = f"not certifiable: {e}"
 
