@@ -383,9 +383,15 @@ class LSTMCrown:
     input boxes — the dependence through time stays linear instead of compounding intervals.
     """
 
-    def __init__(self, rnn: nn.LSTM, xs: list[Interval]) -> None:
+    def __init__(self, rnn: nn.LSTM, xs: list[Interval], lin: dict | None = None, zmin=None) -> None:
         if not isinstance(rnn, nn.LSTM) or rnn.num_layers != 1 or rnn.bidirectional:
             raise Unsupported("CROWN through time supports one-layer unidirectional LSTMs")
+        # joint mode: linear bounds ``lc + lz·z ≤ x_t ≤ uc + uz·z`` of the inputs of the boxed steps in
+        # a shared perturbation ``z`` and ``zmin(coef)`` = min of coef·z over its domain; every bound is
+        # then also concretised once over z for all steps together (the better of the two is kept)
+        self.lin, self.zmin = (lin or {}), zmin
+        self._joint = False
+        self._zacc = None
         self.H = hid = rnn.hidden_size
         self.W, self.U = rnn.weight_ih_l0, rnn.weight_hh_l0
         self.b = rnn.bias_ih_l0 + rnn.bias_hh_l0
@@ -441,11 +447,33 @@ class LSTMCrown:
         if self._sym is not None and bool((hi > lo).any()):
             self._sym[t] = self._sym[t] + a if t in self._sym else a
             return torch.zeros(a.shape[0], dtype=a.dtype)
+        if self._joint and t in self.lin:
+            lc, lz, uc, uz = self.lin[t]
+            pos, neg = _pos_neg(a)
+            self._zacc = self._zacc + pos @ lz + neg @ uz
+            return pos @ lc + neg @ uc
         c, r = (lo + hi) / 2, (hi - lo).clamp_min(0) / 2
         return a @ c - a.abs() @ r
 
-    def _finish(self, t: int, lam_h, lam_c, const, acc, coef_o=None) -> torch.Tensor:
-        """Back-substitute from step ``t`` (with ``coef_o`` given, the h-part of step ``t`` is done)."""
+    def _finish(self, t: int, lam_h, lam_c, const, acc, coef_o=None, pend=None) -> torch.Tensor:
+        """Back-substitute from step ``t`` (with ``coef_o`` given, the h-part of step ``t`` is done;
+        ``pend = (s, a)``: a term ``a·x_s`` still to concretise); in joint mode the better of the
+        per-step-box and the joint concretisation."""
+        box = self._finish_once(t, lam_h, lam_c, const, acc, coef_o, pend)
+        if not self.lin or self._sym is not None:
+            return box
+        self._joint, self._zacc = True, 0.0
+        try:
+            joint = self._finish_once(t, lam_h, lam_c, const, acc, coef_o, pend)
+            if torch.is_tensor(self._zacc):
+                joint = joint + self.zmin(self._zacc)
+        finally:
+            self._joint, self._zacc = False, None
+        return torch.maximum(box, joint)
+
+    def _finish_once(self, t: int, lam_h, lam_c, const, acc, coef_o=None, pend=None) -> torch.Tensor:
+        if pend is not None:
+            acc = acc + self._concretize(pend[1], pend[0])
         for s in range(t, self.t0 - 1, -1):
             if coef_o is None:
                 coef_o, lam_c, const = self._back_h(s, lam_h, lam_c, const)
@@ -461,12 +489,10 @@ class LSTMCrown:
         eye = torch.eye(n4, dtype=self.W.dtype)
         spec = torch.cat([eye, -eye])
         const = spec @ self.b
-        acc = self._concretize(spec @ self.W, t)
         lam_h, lam_c = spec @ self.U, torch.zeros(2 * n4, hid, dtype=self.W.dtype)
-        if t > self.t0:
-            both = self._finish(t - 1, lam_h, lam_c, const, acc)
-        else:
-            both = acc + const + lam_h @ self.h0
+        # from step t − 1 down (nothing to do below t0: the state there is the exact prefix's)
+        both = self._finish(t - 1, lam_h, lam_c, const, torch.zeros(2 * n4, dtype=self.W.dtype),
+                            pend=(t, spec @ self.W))
         p_lo, p_hi = both[:n4], -both[n4:]
         i_lo, i_hi = iaffine((self.xs[t][0].unsqueeze(0), self.xs[t][1].unsqueeze(0)), self.W, self.b)
         j_lo, j_hi = iaffine((h_box[0].unsqueeze(0), h_box[1].unsqueeze(0)), self.U, None)

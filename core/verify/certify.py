@@ -138,11 +138,11 @@ class Domain:
         self.centre = None if centre is None else centre.double().cpu()
         self.relax = warp_relax(space, zlo, zhi)
 
-    def concretize(self, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor, video: torch.Tensor
-                   ) -> torch.Tensor:
-        """``min A·x + b`` over the domain, where ``x`` is built from frames: ``parts`` lists
-        ``(frame index, A_t (R, 3, H, W))``. Perturbed frames use the linear relaxation in ``z``; the
-        minimum over ``z`` is the better of the box bound and the dual-norm ball bound."""
+    def linear(self, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor, video: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``A·x + b ≥ const + coef·z`` for every ``z`` of the domain, where ``x`` is built from frames:
+        ``parts`` lists ``(frame index, A_t (R, 3, H, W))``; perturbed frames use the linear relaxation
+        in ``z`` (its residual goes into ``const``). Returns ``(coef (R, D), const (R,))``."""
         sp = self.space
         r_rows = bias.shape[0]
         const = bias.clone()
@@ -157,16 +157,26 @@ class Domain:
                     coef[:, w.fi, c] += ag.view(r_rows, sp.gh, sp.block, sp.gw, sp.block).sum((2, 4))
             else:
                 const = const + (a * video[t]).flatten(1).sum(1)
-        coef = coef.flatten(1)
+        return coef.flatten(1), const
+
+    def zmin(self, coef: torch.Tensor) -> torch.Tensor:
+        """``min coef·z`` over the domain, per row: the better of the box bound and the dual-norm
+        ball bound ``coef·centre − ρ/w_p ‖coef‖_q``."""
         zc, zr = (self.zlo + self.zhi) / 2, (self.zhi - self.zlo) / 2
         best = -(coef.abs() * zr).sum(1)
         if self.radius is not None:
             p = check_metric(self.metric)
             q = 1.0 if math.isinf(p) else (math.inf if p == 1.0 else p / (p - 1.0))
-            rz = self.radius / sp.weight(self.metric)
-            shift = 0.0 if self.centre is None else coef @ self.centre  # min over the ball: c·centre − r‖c‖_q
+            rz = self.radius / self.space.weight(self.metric)
+            shift = 0.0 if self.centre is None else coef @ self.centre
             best = torch.maximum(best, shift - rz * torch.linalg.vector_norm(coef, ord=q, dim=1) - coef @ zc)
-        return const + coef @ zc + best
+        return coef @ zc + best
+
+    def concretize(self, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor, video: torch.Tensor
+                   ) -> torch.Tensor:
+        """``min A·x + b`` over the domain (:meth:`linear`, then :meth:`zmin`)."""
+        coef, const = self.linear(parts, bias, video)
+        return const + self.zmin(coef)
 
 
 # -- model adapters -------------------------------------------------------------------------------
@@ -278,7 +288,7 @@ class ModelBounds:
                 return {"ibp": ibp_m, "alpha": alpha_crown(self.chain, self.spec, inputs, conc3, ALPHA_ITERS)}
             return {"ibp": ibp_m, "crown": conc3(*crown_backward(self.chain, self.spec, inputs))}
         steps = sorted({t for t in dom.relax} | {t + 1 for t in dom.relax if t + 1 < t_len})
-        xs, cnn = [], {}
+        xs, cnn, lin = [], {}, {}
         for s in range(t_len):
             if s not in steps:
                 e = self.eta[s].unsqueeze(0)
@@ -303,12 +313,17 @@ class ModelBounds:
 
                 def conc(a, bias, s=s, prev=prev):
                     return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+                form = None
                 if self.method == "alpha":
                     both = alpha_crown(layers, rows, inputs, conc, ALPHA_ITERS)
                 else:
-                    both = conc(*crown_backward(layers, rows, inputs))
+                    a, bias = crown_backward(layers, rows, inputs)
+                    form = dom.linear([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+                    both = form[1] + dom.zmin(form[0])
                 pl, ph = pl.clone().flatten(), ph.clone().flatten()
                 pl[live], ph[live] = torch.maximum(pl[live], both[:n]), torch.minimum(ph[live], -both[n:])
+                if form is not None:
+                    lin[s] = _relu_forms(form, live, pl, ph, dom.space.dims)
                 pl, ph = pl.view(1, f), ph.view(1, f)
                 cnn[s] = (layers + [nn.ReLU()], inputs + [(pl, ph)], prev)
             xs.append((pl.clamp_min(0), ph.clamp_min(0)))  # the final ReLU of N_C
@@ -317,7 +332,7 @@ class ModelBounds:
         if self.method == "ibp" or not isinstance(self.m.rnn, nn.LSTM):
             return {"ibp": ibp_m}
         # CROWN through time (back-substitution through the LSTM cells)
-        lc = LSTMCrown(self.m.rnn, xs)
+        lc = LSTMCrown(self.m.rnn, xs, lin=lin, zmin=dom.zmin)
         fc, y = self.m.fc, self.label
         others = [j for j in range(fc.out_features) if j != y]
         spec, bias = fc.weight[y].unsqueeze(0) - fc.weight[others], fc.bias[y] - fc.bias[others]
@@ -333,6 +348,27 @@ class ModelBounds:
             const = const + b
         out["joint"] = dom.concretize(parts, const, self.video)
         return out
+
+
+def _relu_forms(form: tuple[torch.Tensor, torch.Tensor], live: torch.Tensor, pl: torch.Tensor, ph: torch.Tensor,
+                dims: int) -> tuple[torch.Tensor, ...]:
+    """Linear bounds in ``z`` of the CNN features after its final ReLU, from the rows ``±e_i`` of the
+    live features (``form = (coef, const)`` of :meth:`Domain.linear`, lower rows then negated upper
+    rows) and the final pre-activation bounds ``[pl, ph]``: ``lc + lz·z ≤ η ≤ uc + uz·z``. Active
+    features keep both lines; unstable ones get 0 below and the chord ``s (p − pl)``, ``s = ph/(ph − pl)``,
+    above; dead ones are 0."""
+    coef, const = form
+    n, f = len(live), pl.numel()
+    lc, uc = torch.zeros(f, dtype=torch.float64), torch.zeros(f, dtype=torch.float64)
+    lz, uz = torch.zeros(f, dims, dtype=torch.float64), torch.zeros(f, dims, dtype=torch.float64)
+    l, h = pl[live], ph[live]
+    act, uns = l >= 0, (l < 0) & (h > 0)
+    sl = torch.where(act, torch.ones_like(l), torch.where(uns, h / (h - l).clamp_min(1e-30), torch.zeros_like(l)))
+    lc[live] = torch.where(act, const[:n], torch.zeros_like(l))
+    lz[live] = torch.where(act.unsqueeze(1), coef[:n], torch.zeros_like(coef[:n]))
+    uc[live] = sl * -const[n:] - torch.where(uns, sl * l, torch.zeros_like(l))
+    uz[live] = sl.unsqueeze(1) * -coef[n:]
+    return lc, lz, uc, uz
 
 
 def refine_relu_inputs(layers: list[nn.Module], inputs: list, concretize, max_rows: int | None = None,
