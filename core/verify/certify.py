@@ -521,8 +521,8 @@ class CertifiedRadius:
                 return self.lower
             if self.upper is not None and nxt >= self.upper:
                 nxt = (self.lower + self.upper) / 2
-            if self.lower == 0 and nxt < 1e-4 * self.space.weight(self.metric):
-                # not even a displacement of 1/10 000 px per dimension can be certified: stop, say why
+            if self.lower == 0 and nxt < 1e-5 * self.space.weight(self.metric):
+                # not even a displacement of 1/100 000 px per dimension can be certified: stop, say why
                 self.phase, self.done = "none", True
                 self.note = ("no radius could be certified: the relaxation is too loose for this space "
                              "(the bounds through the per-frame CNN and the recurrent head over many perturbed steps)")
