@@ -434,3 +434,25 @@ def test_lstm_crown_joint_mode_shares_the_budget_and_is_sound():
         assert bool((joint >= box - 1e-9).all())
         tighter += int((joint > box + 1e-3).any())
     assert tighter >= 8
+
+
+def test_certified_radius_refines_with_crown_plus_and_keeps_its_time_limit(certified):
+    """Once the CROWN bisection has converged, CertifiedRadius continues with crown+; a crown+ probe
+    that would pass the time limit is abandoned (nothing proved, nothing lost) and the run ends on
+    time; the bound only grows, and random points inside the certified ball keep the label."""
+    import time
+
+    sp = _space(14)
+    cr = CertifiedRadius(certified, sp, "l2")
+    t0 = time.perf_counter()
+    res = cr.run(time_limit=10.0)
+    assert time.perf_counter() - t0 < 16.0
+    assert res["method"] == "crown → crown+" and res["certified_lower"] > 1.0
+    lows = [e["certified_lower"] for e in res["trace"]]
+    assert lows == sorted(lows)
+    ev = Evaluator(certified, sp)
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(64, sp.dims, generator=g, dtype=torch.float64)
+    z = z / sp.norm(z, "l2").unsqueeze(1) * res["certified_lower"]
+    assert float(ev.margins(z).min()) > 0
+    assert CertifiedRadius(certified, sp, "l2", refine=False).run(time_limit=3.0)["method"] == "crown"

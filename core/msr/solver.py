@@ -307,6 +307,8 @@ class MSRSolver:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.cert is not None:
+            self.cert.abandon()  # a certifier probe in flight stops at its next check
 
     # -- running -------------------------------------------------------------------------------
     def run(self, max_iters: int | None = None, time_limit: float | None = None) -> Iterator[dict]:
@@ -336,6 +338,7 @@ class MSRSolver:
                 self.activity = "bound propagation (certified lower bound)"
                 self.cert.upper = self._upper_msr if math.isfinite(self._upper_msr) else None
                 c0 = time.perf_counter()
+                self.cert._deadline = t_start + time_limit  # a slow (crown+) probe is abandoned at the limit
                 self.cert.step()
                 self._cert_seconds += time.perf_counter() - c0
                 if self.cert.note:
