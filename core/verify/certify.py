@@ -320,17 +320,14 @@ class ModelBounds:
 
                 def conc(a, bias, s=s, prev=prev):
                     return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
-                form = None
+                a, bias = crown_backward(layers, rows, inputs)  # also the linear forms of the joint mode
+                form = dom.linear([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+                both = form[1] + dom.zmin(form[0])
                 if self.method == "alpha":
-                    both = alpha_crown(layers, rows, inputs, conc, ALPHA_ITERS)
-                else:
-                    a, bias = crown_backward(layers, rows, inputs)
-                    form = dom.linear([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
-                    both = form[1] + dom.zmin(form[0])
+                    both = torch.maximum(both, alpha_crown(layers, rows, inputs, conc, ALPHA_ITERS))
                 pl, ph = pl.clone().flatten(), ph.clone().flatten()
                 pl[live], ph[live] = torch.maximum(pl[live], both[:n]), torch.minimum(ph[live], -both[n:])
-                if form is not None:
-                    lin[s] = _relu_forms(form, live, pl, ph, dom.space.dims)
+                lin[s] = _relu_forms(form, live, pl, ph, dom.space.dims)
                 pl, ph = pl.view(1, f), ph.view(1, f)
                 cnn[s] = (layers + [nn.ReLU()], inputs + [(pl, ph)], prev)
             xs.append((pl.clamp_min(0), ph.clamp_min(0)))  # the final ReLU of N_C
