@@ -225,3 +225,16 @@ def test_certified_training_cli_refuses_what_it_cannot_train():
     assert r.returncode == 2 and "flow_px" in r.stderr
     r = run("msrset", "--model", "cnn_lstm,resnet", "--json")
     assert r.returncode == 2 and "shipped models" in r.stderr
+
+
+def test_msr_cli_certified_heuristic_with_node_radii():
+    r = run("msr", "synthetic:translate_left:0", "--model", "cnn_lstm_certified", "--flows", "14",
+            "--heuristic", "certified", "--node-probes", "1", "--cert-method", "crown", "--max-iters", "4",
+            "--json", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    out = _strict(r.stdout)
+    assert out["params"]["node_probes"] == 1 and out["params"]["cert_method"] == "crown"
+    assert out["node_probes"] >= 1 and out["certified_method"] in ("crown", "crown → crown+")
+    assert out["certified_lower"] > 0 and out["lower"] >= out["certified_lower"] - 1e-9  # f ≥ r0
+    r = run("msr", "synthetic:translate_left:0", "--node-probes", "-1", "--json")
+    assert r.returncode == 2 and "node_probes" in r.stderr

@@ -415,6 +415,8 @@ class MSRSolver:
                       for e in self.trace],
             "lower": lower, "upper": upper, "upper_msr": upper_msr,
             "certified_lower": self.certified_lower, "certified_note": self.cert_note,
+            "certified_method": self.cert.method if self.cert is not None else None,
+            "node_probes": self.astar.node_probes,
             "bounds": self.bound_list(), "lower_guarantee": self.lower_guarantee(),
             "msr_lower": max(0.0, lower - self.band) if t1 else None, "band": self.band if t1 else None,
             "theorem1": ("valid: L given by the user and τ satisfies Eq. 5" if t1 else
