@@ -18,7 +18,10 @@ through time for LSTMs (:class:`core.verify.bounds.LSTMCrown`, the better of it 
 interval propagation for GRU/RNN — and an exact bound of the final linear layer's margin rows. For
 LSTMs the linear bound through time is also pulled back through every perturbed step's CNN into
 ``z`` and concretised *once* over the whole domain (``joint``): the per-step feature boxes let every
-step spend the whole ℓ2 budget on its own, the joint bound shares it. ``c3d`` — CROWN end to end with
+step spend the whole ℓ2 budget on its own, the joint bound shares it; likewise every bound *inside*
+:class:`~core.verify.bounds.LSTMCrown` is concretised once over ``z`` from linear bounds of the
+features (``lin``, :func:`_relu_forms`). ``method="alpha"`` optimises the ReLU slopes (α-CROWN),
+``"crown+"`` tightens the CNN's intermediate bounds by CROWN. ``c3d`` — CROWN end to end with
 the margin rows ``e_y − e_j`` as the specification. Other models (Horn–Schunck inside
 ``motion_stream``, non-differentiable flows, ``frame_cnn``, TorchScript uploads) raise
 :class:`Unsupported` with a plain sentence.
