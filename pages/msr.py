@@ -190,7 +190,8 @@ def live() -> None:
                       help="Shows a certified bound of 0.01 beside an upper bound of 100; zeros are not drawn.")
     st.plotly_chart(bounds_figure(r.trace(), snap["band"], snap["budget"],
                                   f"{sel.spec.name} · {snap['space']} · τ = {s.params.tau:g}",
-                                  snap["lower_guarantee"], log_y=log_y), width="stretch", key="msr_chart")
+                                  snap["lower_guarantee"], log_y=log_y, cert_method=snap["cert_method"]),
+                    width="stretch", key="msr_chart")
     if r.status == "error":
         st.error(f"The computation failed: {r.error}")
     if snap["cert_note"]:

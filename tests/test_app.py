@@ -174,6 +174,11 @@ def test_msr_page_start_pause_resume_stop():
     assert "msr_run" not in at.session_state
 
 
+def _trace_names(at: AppTest) -> list[str]:
+    chart = next(p for p in at.get("plotly_chart") if "iteration" in p.proto.spec)
+    return [t.get("name", "") for t in json.loads(chart.proto.spec)["data"]]
+
+
 def test_msr_page_certified_heuristic_with_node_radii_and_alpha_crown():
     """The certified-bound method and the per-node radii reach the solver from the page; a run with
     node radii makes node probes and keeps certified lower ≤ upper."""
@@ -193,6 +198,12 @@ def test_msr_page_certified_heuristic_with_node_radii_and_alpha_crown():
     run = at.session_state["msr_run"]
     assert run.solver.params.cert_method == "alpha" and run.solver.params.node_probes == 1
     assert run.solver.cert.method == "alpha"
+    for _ in range(60):  # the first event (the quick upper bound) draws the chart
+        time.sleep(0.5)
+        if run.solver.trace:
+            break
+    at.run()
+    assert any(n.startswith("certified lower bound (α-CROWN + B&B)") for n in _trace_names(at))
     at.button(key="msr_stop").click()
     at.run()
     for _ in range(120):  # an α-CROWN probe in flight finishes first
@@ -214,6 +225,8 @@ def test_msr_page_certified_heuristic_with_node_radii_and_alpha_crown():
     at.run()
     assert not at.exception and run.status in ("done", "limit"), run.error
     assert run.solver.astar.node_probes >= 1
+    used = {"crown": "(CROWN + B&B)", "crown → crown+": "(CROWN, then CROWN+ + B&B)"}[run.solver.cert.method]
+    assert any(n.startswith("certified lower bound " + used) for n in _trace_names(at))  # the certifier used
     cert, up = _metric_value(at, "Certified lower (sound)"), _metric_value(at, "Upper bound (sound)")
     assert cert != "—" and float(cert) > 0 and (up == "none yet" or float(cert) <= float(up) + 1e-9)
 

@@ -268,6 +268,7 @@ class MSRSolver:
                 "evals_per_s": self.evals_per_second(), "exact": self.astar.exact, "robust": self.astar.robust,
                 "activity": self.activity, "band": self.band if self.theorem1_valid() else None,
                 "lower_guarantee": self.lower_guarantee(), "cert_note": self.cert_note,
+                "cert_method": self.cert.method if self.cert is not None else None,
                 "bounds": self.bound_list() if trace else [], "budget": self.params.budget,
                 "space": self.space.describe(), "dims": self.space.dims}
 

@@ -154,11 +154,12 @@ def crown_backward(layers: list[nn.Module], spec: torch.Tensor, inputs: list[Int
 
 
 def alpha_crown(layers: list[nn.Module], spec: torch.Tensor, inputs: list[Interval], concretize,
-                iters: int = 20, lr: float = 0.1) -> torch.Tensor:
+                iters: int = 20, lr: float = 0.1, out_of_time=None) -> torch.Tensor:
     """α-CROWN (Xu et al. 2021): the lower slopes of the unstable ReLUs, one per row and neuron, are
     optimised by projected gradient ascent (Adam) on the concretised bound ``concretize(A, b)`` →
     ``(R,)``; starts at CROWN's adaptive slopes. Every iterate is a sound bound, so the row-wise best
-    over the iterates is returned (never looser than CROWN with the same intermediate bounds)."""
+    over the iterates is returned (never looser than CROWN with the same intermediate bounds) — also
+    when ``out_of_time()`` ends the optimisation early."""
     alphas = {}
     for k, m in enumerate(layers):
         if isinstance(m, nn.ReLU):
@@ -172,6 +173,8 @@ def alpha_crown(layers: list[nn.Module], spec: torch.Tensor, inputs: list[Interv
     opt = torch.optim.Adam(list(alphas.values()), lr=lr)
     with torch.enable_grad():
         for _ in range(iters):
+            if out_of_time is not None and out_of_time():
+                return best.detach()
             bound = concretize(*crown_backward(layers, spec, inputs, alphas))
             best = torch.maximum(best, bound.detach())
             params = list(alphas.values())

@@ -236,7 +236,11 @@ class OutOfTime(Exception):
 class ModelBounds:
     """Lower bounds of the margin ``logit_y − logit_j`` given boxes for the changed frames."""
 
-    deadline = math.inf  # perf_counter time after which a slow probe (crown+) is abandoned (OutOfTime)
+    deadline = math.inf  # perf_counter time after which a slow probe stops: crown+ is abandoned
+    # (OutOfTime), α-CROWN ends its optimisation early with the best (sound) slopes so far
+
+    def _out_of_time(self) -> bool:
+        return time.perf_counter() > self.deadline
 
     def __init__(self, clf: VideoClassifier, video: torch.Tensor, label: int, method: str = "crown") -> None:
         from core.models.nets import C3D, CNNRecurrent
@@ -294,7 +298,8 @@ class ModelBounds:
             def conc3(a, bias):
                 return dom.concretize([(t, a[:, t]) for t in range(t_len)], bias, self.video)
             if self.method == "alpha":
-                return {"ibp": ibp_m, "alpha": alpha_crown(self.chain, self.spec, inputs, conc3, ALPHA_ITERS)}
+                return {"ibp": ibp_m, "alpha": alpha_crown(self.chain, self.spec, inputs, conc3, ALPHA_ITERS,
+                                                           out_of_time=self._out_of_time)}
             return {"ibp": ibp_m, "crown": conc3(*crown_backward(self.chain, self.spec, inputs))}
         steps = sorted({t for t in dom.relax} | {t + 1 for t in dom.relax if t + 1 < t_len})
         xs, cnn, lin = [], {}, {}
@@ -311,8 +316,7 @@ class ModelBounds:
             if self.method == "crown+":  # CROWN intermediate bounds for the unstable ReLUs
                 def conc_(a, bias, s=s, prev=prev):
                     return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
-                inputs = refine_relu_inputs(layers, inputs, conc_,
-                                            out_of_time=lambda: time.perf_counter() > self.deadline)
+                inputs = refine_relu_inputs(layers, inputs, conc_, out_of_time=self._out_of_time)
                 pl, ph = ibp_layer(layers[-1], *inputs[-1])
             live = (ph.flatten() > 0).nonzero().flatten()  # features the final ReLU does not zero for sure
             if self.method != "ibp" and len(live):
@@ -327,7 +331,8 @@ class ModelBounds:
                 form = dom.linear([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
                 both = form[1] + dom.zmin(form[0])
                 if self.method == "alpha":
-                    both = torch.maximum(both, alpha_crown(layers, rows, inputs, conc, ALPHA_ITERS))
+                    both = torch.maximum(both, alpha_crown(layers, rows, inputs, conc, ALPHA_ITERS,
+                                                           out_of_time=self._out_of_time))
                 pl, ph = pl.clone().flatten(), ph.clone().flatten()
                 pl[live], ph[live] = torch.maximum(pl[live], both[:n]), torch.minimum(ph[live], -both[n:])
                 lin[s] = _relu_forms(form, live, pl, ph, dom.space.dims)

@@ -11,8 +11,12 @@ GUARANTEE_TEXT = {"sound": "sound", "grid": "grid (FMSR only)", "conditional": "
                   "estimate": "estimate (sampled L, no guarantee)"}
 
 
+CERT_METHOD_TEXT = {"crown": "CROWN", "crown → crown+": "CROWN, then CROWN+", "crown+": "CROWN+",
+                    "alpha": "α-CROWN", "ibp": "IBP"}
+
+
 def bounds_figure(trace: list[dict], band: float | None, budget: float, title: str = "",
-                  lower_guarantee: str = "grid", log_y: bool = False) -> go.Figure:
+                  lower_guarantee: str = "grid", log_y: bool = False, cert_method: str | None = None) -> go.Figure:
     """Decreasing upper bounds (red: FMSR witness, solid; continuous witness, dashed), the A*
     lower bound (blue, labelled with its guarantee), the sound certified lower bound (green), and —
     only when Theorem 1 applies (``band`` given) — the band ``[lower − ½ d̃, upper_msr]``.
@@ -41,7 +45,8 @@ def bounds_figure(trace: list[dict], band: float | None, budget: float, title: s
                              marker=dict(size=4)))
     cert = [e.get("certified_lower") for e in trace]
     if any(c is not None for c in cert):
-        fig.add_trace(go.Scatter(x=it, y=cert, mode="lines+markers", name="certified lower bound (CROWN + B&B) — sound",
+        how = CERT_METHOD_TEXT.get(cert_method or "crown", cert_method)
+        fig.add_trace(go.Scatter(x=it, y=cert, mode="lines+markers", name=f"certified lower bound ({how} + B&B) — sound",
                                  line=dict(color="#2ca02c", width=2), marker=dict(size=4)))
     fig.add_hline(y=budget, line_dash="dot", line_color="grey", annotation_text="budget d",
                   annotation_position="top left")
