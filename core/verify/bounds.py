@@ -154,20 +154,25 @@ def crown_backward(layers: list[nn.Module], spec: torch.Tensor, inputs: list[Int
 
 
 def alpha_crown(layers: list[nn.Module], spec: torch.Tensor, inputs: list[Interval], concretize,
-                iters: int = 20, lr: float = 0.1, out_of_time=None) -> torch.Tensor:
+                iters: int = 20, lr: float = 0.1, out_of_time=None, start: torch.Tensor | None = None
+                ) -> torch.Tensor:
     """α-CROWN (Xu et al. 2021): the lower slopes of the unstable ReLUs, one per row and neuron, are
     optimised by projected gradient ascent (Adam) on the concretised bound ``concretize(A, b)`` →
     ``(R,)``; starts at CROWN's adaptive slopes. Every iterate is a sound bound, so the row-wise best
     over the iterates is returned (never looser than CROWN with the same intermediate bounds) — also
-    when ``out_of_time()`` ends the optimisation early."""
+    when ``out_of_time()`` ends the optimisation early. ``start``: the CROWN bound, if the caller
+    already has it."""
     alphas = {}
     for k, m in enumerate(layers):
         if isinstance(m, nn.ReLU):
             l, u = inputs[k]
             if bool(((l < 0) & (u > 0)).any()):
                 alphas[k] = (u > -l).to(l.dtype).expand(spec.shape[0], *l.shape[1:]).clone().requires_grad_(True)
-    with torch.no_grad():
-        best = concretize(*crown_backward(layers, spec, inputs))
+    if start is not None:
+        best = start.detach()
+    else:
+        with torch.no_grad():
+            best = concretize(*crown_backward(layers, spec, inputs))
     if not alphas:
         return best
     opt = torch.optim.Adam(list(alphas.values()), lr=lr)

@@ -324,15 +324,14 @@ class ModelBounds:
                 rows = torch.zeros(2 * n, f, dtype=torch.float64)
                 rows[torch.arange(n), live] = 1.0
                 rows[n + torch.arange(n), live] = -1.0
-
-                def conc(a, bias, s=s, prev=prev):
-                    return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
                 a, bias = crown_backward(layers, rows, inputs)  # also the linear forms of the joint mode
                 form = dom.linear([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
                 both = form[1] + dom.zmin(form[0])
                 if self.method == "alpha":
-                    both = torch.maximum(both, alpha_crown(layers, rows, inputs, conc, ALPHA_ITERS,
-                                                           out_of_time=self._out_of_time))
+                    def conc(a, bias, s=s, prev=prev):
+                        return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+                    both = alpha_crown(layers, rows, inputs, conc, ALPHA_ITERS, out_of_time=self._out_of_time,
+                                       start=both)
                 pl, ph = pl.clone().flatten(), ph.clone().flatten()
                 pl[live], ph[live] = torch.maximum(pl[live], both[:n]), torch.minimum(ph[live], -both[n:])
                 lin[s] = _relu_forms(form, live, pl, ph, dom.space.dims)
