@@ -125,6 +125,49 @@ def warp_relax(space: FlowSpace, lo: torch.Tensor, hi: torch.Tensor) -> dict[int
     return out
 
 
+class WarpLift:
+    """The imposed frame as an *exact* function of its flow's block shifts inside the first cell ring
+    (every ``|z_i| ≤ 1`` px): ``x(z) = p0 + g·z + k·|z| + r(z)`` per pixel and channel, with
+    ``|r(z)| ≤ c·(z_x² + z_y²)`` for the pixel's block.
+
+    Why: the bilinear interpolant is bilinear in each of the four unit cells around a zero shift,
+    so along x it has the slopes ``g⁺ = p(1, 0) − p0`` and ``g⁻ = p0 − p(−1, 0)`` on either side of
+    the knot at 0, and ``g⁺ s + …`` for ``s ≥ 0``, ``g⁻ s`` for ``s ≤ 0`` is exactly
+    ``(g⁺ + g⁻)/2 · s + (g⁺ − g⁻)/2 · |s|`` (likewise y; ``s = −z``). What remains is the cell's
+    cross term ``d_q s_x s_y`` with ``d_q = p(q) − p(q_x, 0) − p(0, q_y) + p0`` in quadrant ``q``,
+    and ``|s_x s_y| ≤ (s_x² + s_y²)/2``. Border padding clamps the sample position, which keeps every
+    knot at an integer shift. The secant relaxation of :func:`warp_relax` instead pays the kink
+    ``|g⁺ − g⁻|·R/2`` at *every* pixel for the box half-width ``R`` of *every* block at once — an ℓ2
+    ball of radius ρ lets only one block move ρ. Here the kink is a variable ``|z|`` that the
+    concretisation (:meth:`Domain.zmin`) bounds jointly with ``z`` through the ball's dual norm
+    (``min a·z + b·|z| = −ρ ‖(|a| − b)₊‖_q``), and the cross terms share the ball's ``‖z‖₂²``.
+    ``g``, ``k`` are ``(2, 3, H, W)`` (derivatives w.r.t. the block's x and y displacement)."""
+
+    def __init__(self, fi: int, p0, g, k, c) -> None:
+        self.fi, self.p0, self.g, self.k, self.c = fi, p0, g, k, c
+
+
+def warp_lift(space: FlowSpace) -> dict[int, WarpLift]:
+    """:class:`WarpLift` of every imposed frame, from nine warps of each (shifts in {−1, 0, 1}²)."""
+    out = {}
+    for fi, f in enumerate(space.flows):
+        frame = space.video[f + 1].unsqueeze(0)
+        h, w = frame.shape[-2:]
+
+        def at(sx: float, sy: float) -> torch.Tensor:
+            flow = torch.tensor([sx, sy], dtype=frame.dtype, device=frame.device).view(1, 2, 1, 1)
+            return warp(frame, flow.expand(1, 2, h, w))[0].clamp(0, 1).double().cpu()
+
+        p = {(sx, sy): at(sx, sy) for sx in (-1, 0, 1) for sy in (-1, 0, 1)}
+        p0 = p[(0, 0)]
+        g = torch.stack([-(p[(1, 0)] - p[(-1, 0)]) / 2, -(p[(0, 1)] - p[(0, -1)]) / 2])  # d/dz = −d/ds
+        k = torch.stack([(p[(1, 0)] + p[(-1, 0)]) / 2 - p0, (p[(0, 1)] + p[(0, -1)]) / 2 - p0])
+        c = torch.stack([(p[(qx, qy)] - p[(qx, 0)] - p[(0, qy)] + p0).abs()
+                         for qx in (-1, 1) for qy in (-1, 1)]).max(0).values / 2
+        out[f + 1] = WarpLift(fi, p0, g, k, c)
+    return out
+
+
 def warp_bounds(space: FlowSpace, lo: torch.Tensor, hi: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Exact per-pixel range of every imposed frame for ``z ∈ [lo, hi]``:
     ``{frame index: (lo (3, H, W), hi (3, H, W))}`` in float64."""
@@ -136,10 +179,23 @@ class Domain:
     (centre 0 unless given: the ball around a node of the A* search)."""
 
     def __init__(self, space: FlowSpace, zlo: torch.Tensor, zhi: torch.Tensor, radius: float | None,
-                 metric: str, centre: torch.Tensor | None = None) -> None:
+                 metric: str, centre: torch.Tensor | None = None, lift: bool = True) -> None:
         self.space, self.zlo, self.zhi, self.radius, self.metric = space, zlo.double(), zhi.double(), radius, metric
         self.centre = None if centre is None else centre.double().cpu()
         self.relax = warp_relax(space, zlo, zhi)
+        # the lifted linear forms (:class:`WarpLift`) hold inside the first cell ring; they pay off
+        # for ℓ2/ℓ1 balls centred at 0, whose ‖z‖₂² bounds the cross terms of all blocks together
+        # (ℓ∞ boxes and the A* node balls keep the secant relaxation)
+        self.lifted = bool(lift and centre is None and radius is not None and check_metric(metric) <= 2.0
+                           and float(torch.maximum(self.zlo.abs(), self.zhi.abs()).max()) <= 1.0)
+        self.lift = warp_lift(space) if self.lifted else {}
+
+    @property
+    def width(self) -> int:
+        """Columns of a linear form's ``coef``: ``D`` (``z``), or ``2D + D/2`` when lifted
+        (``z``, ``|z|``, then ``z_x² + z_y²`` of every block)."""
+        d = self.space.dims
+        return d + d + d // 2 if self.lifted else d
 
     def linear(self, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor, video: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,6 +206,8 @@ class Domain:
         r_rows = bias.shape[0]
         const = bias.clone()
         coef = torch.zeros(r_rows, len(sp.flows), 2, sp.gh, sp.gw, dtype=torch.float64)
+        if self.lifted:
+            return self._linear_lifted(parts, const, coef, video)
         for t, a in parts:
             if t in self.relax:
                 w = self.relax[t]
@@ -162,9 +220,64 @@ class Domain:
                 const = const + (a * video[t]).flatten(1).sum(1)
         return coef.flatten(1), const
 
+    def _linear_lifted(self, parts, const, coef, video):
+        """:meth:`linear` with the lifted warp forms: ``coef`` is ``[a | b | β]`` for
+        ``a·z + b·|z| + β·q`` (``q`` = every block's ``z_x² + z_y²``; ``β ≤ 0`` from the cross terms)."""
+        sp = self.space
+        r_rows = const.shape[0]
+        kink = torch.zeros_like(coef)
+        quad = torch.zeros(r_rows, len(sp.flows), sp.gh, sp.gw, dtype=torch.float64)
+
+        def blocks(x: torch.Tensor) -> torch.Tensor:  # (R, H, W) → (R, gh, gw)
+            return x.view(r_rows, sp.gh, sp.block, sp.gw, sp.block).sum((2, 4))
+
+        for t, a in parts:
+            if t in self.lift:
+                w = self.lift[t]
+                const = const + (a * w.p0).flatten(1).sum(1) - WARP_SLACK * a.abs().flatten(1).sum(1)
+                for c in range(2):
+                    coef[:, w.fi, c] += blocks((a * w.g[c]).sum(1))
+                    kink[:, w.fi, c] += blocks((a * w.k[c]).sum(1))
+                quad[:, w.fi] -= blocks((a.abs() * w.c).sum(1))
+            else:
+                const = const + (a * video[t]).flatten(1).sum(1)
+        return torch.cat([coef.flatten(1), kink.flatten(1), quad.flatten(1)], 1), const
+
+    def _zmin_lifted(self, coef: torch.Tensor) -> torch.Tensor:
+        """``min a·z + b·|z| + β·q`` over the domain (a lower bound): the linear-and-kink part by the
+        better of the box (per coordinate, at ``lo``, ``hi`` or 0) and the ball centred at 0
+        (``−ρ/w_p ‖(|a| − b)₊‖_q``: put each coordinate's sign against ``a``); the quadratic part
+        separately, as a fractional knapsack: every ``q_blk`` up to its box maximum, their sum up to
+        the largest ``‖z‖₂²`` in the domain."""
+        d = self.space.dims
+        a, b, beta = coef[:, :d], coef[:, d:2 * d], coef[:, 2 * d:]
+        lo, hi = self.zlo, self.zhi
+        at_lo, at_hi = a * lo + b * lo.abs(), a * hi + b * hi.abs()
+        per = torch.minimum(at_lo, at_hi)
+        per = torch.where((lo <= 0) & (hi >= 0), per.clamp_max(0), per)
+        best = per.sum(1)
+        cap = torch.maximum(lo.square(), hi.square()).view(len(self.space.flows), 2, -1).sum(1).flatten()
+        total = float(cap.sum())
+        if self.radius is not None:
+            p = check_metric(self.metric)
+            q = 1.0 if math.isinf(p) else (math.inf if p == 1.0 else p / (p - 1.0))
+            rz = self.radius / self.space.weight(self.metric)
+            ball = -rz * torch.linalg.vector_norm((a.abs() - b).clamp_min(0), ord=q, dim=1)
+            best = torch.maximum(best, ball)
+            if p <= 2.0:
+                total = min(total, rz * rz)  # ‖z‖₂ ≤ ‖z‖_p
+        gain = (-beta).clamp_min(0)
+        order = torch.argsort(gain, dim=1, descending=True)
+        g_sorted, c_sorted = gain.gather(1, order), cap[order]
+        before = torch.cumsum(c_sorted, 1) - c_sorted
+        fill = torch.minimum(c_sorted, (total - before).clamp_min(0))
+        return best - (g_sorted * fill).sum(1)
+
     def zmin(self, coef: torch.Tensor) -> torch.Tensor:
         """``min coef·z`` over the domain, per row: the better of the box bound and the dual-norm
-        ball bound ``coef·centre − ρ/w_p ‖coef‖_q``."""
+        ball bound ``coef·centre − ρ/w_p ‖coef‖_q`` (lifted forms: :meth:`_zmin_lifted`)."""
+        if self.lifted:
+            return self._zmin_lifted(coef)
         zc, zr = (self.zlo + self.zhi) / 2, (self.zhi - self.zlo) / 2
         best = -(coef.abs() * zr).sum(1)
         if self.radius is not None:
@@ -334,7 +447,7 @@ class ModelBounds:
                                        start=both)
                 pl, ph = pl.clone().flatten(), ph.clone().flatten()
                 pl[live], ph[live] = torch.maximum(pl[live], both[:n]), torch.minimum(ph[live], -both[n:])
-                lin[s] = _relu_forms(form, live, pl, ph, dom.space.dims)
+                lin[s] = _relu_forms(form, live, pl, ph, dom.width)
                 pl, ph = pl.view(1, f), ph.view(1, f)
                 cnn[s] = (layers + [nn.ReLU()], inputs + [(pl, ph)], prev)
             xs.append((pl.clamp_min(0), ph.clamp_min(0)))  # the final ReLU of N_C
