@@ -49,8 +49,8 @@ from core.classifier import VideoClassifier, as_classifier
 from core.errors import ParameterError
 from core.flow import warp
 from core.msr.space import FlowSpace, check_metric
-from core.verify.bounds import (LSTMCrown, Unsupported, alpha_crown, crown_backward, flatten_chain, ibp, ibp_layer,
-                                margin_lower_linear, margin_spec, recurrent_ibp)
+from core.verify.bounds import (LSTMCrown, Unsupported, abs_apply, alpha_crown, crown_backward, flatten_chain, ibp,
+                                ibp_layer, is_affine, margin_lower_linear, margin_spec, recurrent_ibp, relu_relaxation)
 
 TOL = 1e-4
 WARP_SLACK = 1e-5
@@ -243,20 +243,21 @@ class Domain:
                 const = const + (a * video[t]).flatten(1).sum(1)
         return torch.cat([coef.flatten(1), kink.flatten(1), quad.flatten(1)], 1), const
 
-    def _zmin_lifted(self, coef: torch.Tensor) -> torch.Tensor:
+    def _zmin_lifted(self, coef: torch.Tensor, sub: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``min a·z + b·|z| + β·q`` over the domain (a lower bound): the linear-and-kink part by the
         better of the box (per coordinate, at ``lo``, ``hi`` or 0) and the ball centred at 0
         (``−ρ/w_p ‖(|a| − b)₊‖_q``: put each coordinate's sign against ``a``); the quadratic part
         separately, as a fractional knapsack: every ``q_blk`` up to its box maximum, their sum up to
         the largest ``‖z‖₂²`` in the domain."""
-        d = self.space.dims
+        zi, qi = sub if sub is not None else (slice(None), slice(None))
+        lo, hi = self.zlo[zi], self.zhi[zi]
+        d = lo.shape[0]
         a, b, beta = coef[:, :d], coef[:, d:2 * d], coef[:, 2 * d:]
-        lo, hi = self.zlo, self.zhi
         at_lo, at_hi = a * lo + b * lo.abs(), a * hi + b * hi.abs()
         per = torch.minimum(at_lo, at_hi)
         per = torch.where((lo <= 0) & (hi >= 0), per.clamp_max(0), per)
         best = per.sum(1)
-        cap = torch.maximum(lo.square(), hi.square()).view(len(self.space.flows), 2, -1).sum(1).flatten()
+        cap = torch.maximum(self.zlo.square(), self.zhi.square()).view(len(self.space.flows), 2, -1).sum(1).flatten()[qi]
         total = float(cap.sum())
         if self.radius is not None:
             p = check_metric(self.metric)
@@ -273,20 +274,69 @@ class Domain:
         fill = torch.minimum(c_sorted, (total - before).clamp_min(0))
         return best - (g_sorted * fill).sum(1)
 
-    def zmin(self, coef: torch.Tensor) -> torch.Tensor:
+    def zmin(self, coef: torch.Tensor, sub: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``min coef·z`` over the domain, per row: the better of the box bound and the dual-norm
-        ball bound ``coef·centre − ρ/w_p ‖coef‖_q`` (lifted forms: :meth:`_zmin_lifted`)."""
+        ball bound ``coef·centre − ρ/w_p ‖coef‖_q`` (lifted forms: :meth:`_zmin_lifted`). With
+        ``sub = (z indices, block indices)`` the columns of ``coef`` are only those variables (all
+        others have coefficient 0), as in :meth:`step_forms`."""
         if self.lifted:
-            return self._zmin_lifted(coef)
-        zc, zr = (self.zlo + self.zhi) / 2, (self.zhi - self.zlo) / 2
+            return self._zmin_lifted(coef, sub)
+        zi = sub[0] if sub is not None else slice(None)
+        zc, zr = (self.zlo[zi] + self.zhi[zi]) / 2, (self.zhi[zi] - self.zlo[zi]) / 2
         best = -(coef.abs() * zr).sum(1)
         if self.radius is not None:
             p = check_metric(self.metric)
             q = 1.0 if math.isinf(p) else (math.inf if p == 1.0 else p / (p - 1.0))
             rz = self.radius / self.space.weight(self.metric)
-            shift = 0.0 if self.centre is None else coef @ self.centre
+            shift = 0.0 if self.centre is None else coef @ self.centre[zi]
             best = torch.maximum(best, shift - rz * torch.linalg.vector_norm(coef, ord=q, dim=1) - coef @ zc)
         return coef @ zc + best
+
+    def step_forms(self, frames: list[int], video: torch.Tensor):
+        """Linear forms of the input ``[v_{f_1}, v_{f_2}, …]`` (frames stacked on channels) in the
+        variables of the flows that move those frames: ``L·w + l0 ≤ x ≤ U·w + u0`` for every ``z`` of
+        the domain, ``w`` = (``z``, then ``|z|`` and every block's ``q`` when lifted) restricted to
+        ``sub`` (:meth:`zmin`). Returns ``(L, U (V, C, H, W), l0, u0 (C, H, W), sub)``."""
+        sp = self.space
+        nb, pf = sp.gh * sp.gw, sp.per_flow
+        moved = [t for t in frames if t in self.relax]
+        fis = [self.relax[t].fi for t in moved]
+        zi = torch.cat([fi * pf + torch.arange(pf) for fi in fis]) if fis else torch.zeros(0, dtype=torch.long)
+        qi = torch.cat([fi * nb + torch.arange(nb) for fi in fis]) if fis else torch.zeros(0, dtype=torch.long)
+        d = len(zi)
+        h, w = video.shape[-2:]
+        v = 2 * d + len(qi) if self.lifted else d
+        big_l = torch.zeros(v, 3 * len(frames), h, w, dtype=torch.float64)
+        big_u = torch.zeros_like(big_l)
+        l0 = torch.cat([video[t] for t in frames]).clone()
+        u0 = l0.clone()
+        mask = torch.zeros(nb, 1, h, w, dtype=torch.float64)  # one image per block
+        for by in range(sp.gh):
+            for bx in range(sp.gw):
+                mask[by * sp.gw + bx, 0, by * sp.block:(by + 1) * sp.block, bx * sp.block:(bx + 1) * sp.block] = 1.0
+        for j, t in enumerate(frames):
+            if t not in self.relax:
+                continue
+            k = moved.index(t)
+            ch, zs = slice(3 * j, 3 * j + 3), slice(k * pf, (k + 1) * pf)
+            if self.lifted:
+                wl = self.lift[t]
+                lin = torch.cat([wl.g[c].unsqueeze(0) * mask for c in range(2)])  # (pf, 3, H, W)
+                kink = torch.cat([wl.k[c].unsqueeze(0) * mask for c in range(2)])
+                quad = wl.c.unsqueeze(0) * mask
+                for big, sign in ((big_l, -1.0), (big_u, 1.0)):
+                    big[zs, ch] = lin
+                    big[d + k * pf:d + (k + 1) * pf, ch] = kink
+                    big[2 * d + k * nb:2 * d + (k + 1) * nb, ch] = sign * quad
+                l0[ch], u0[ch] = wl.p0 - WARP_SLACK, wl.p0 + WARP_SLACK
+            else:
+                wr = self.relax[t]
+                lin = torch.cat([wr.gz[c].unsqueeze(0) * mask for c in range(2)])
+                zc = ((self.zlo + self.zhi) / 2)[zi[zs]]
+                base = wr.xc - (lin * zc.view(-1, 1, 1, 1)).sum(0)  # x = xc + gz·(z − z_c)
+                big_l[zs, ch], big_u[zs, ch] = lin, lin
+                l0[ch], u0[ch] = base - wr.elo, base + wr.ehi
+        return big_l, big_u, l0, u0, (zi, qi)
 
     def concretize(self, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor, video: torch.Tensor
                    ) -> torch.Tensor:
@@ -426,10 +476,9 @@ class ModelBounds:
             xh = torch.cat([hi[s], hi[prev]], 0).unsqueeze(0)
             layers = [_Snippet(s == 0)] + self.pre
             (pl, ph), inputs = ibp(layers, xl, xh)
-            if self.method == "crown+":  # CROWN intermediate bounds for the unstable ReLUs
-                def conc_(a, bias, s=s, prev=prev):
-                    return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
-                inputs = refine_relu_inputs(layers, inputs, conc_, out_of_time=self._out_of_time)
+            if self.method == "crown+":  # linear (forward) intermediate bounds for every ReLU
+                inputs = forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], self.video), dom.zmin,
+                                             out_of_time=self._out_of_time)
                 pl, ph = ibp_layer(layers[-1], *inputs[-1])
             live = (ph.flatten() > 0).nonzero().flatten()  # features the final ReLU does not zero for sure
             if self.method != "ibp" and len(live):
@@ -495,41 +544,43 @@ def _relu_forms(form: tuple[torch.Tensor, torch.Tensor], live: torch.Tensor, pl:
     return lc, lz, uc, uz
 
 
-def refine_relu_inputs(layers: list[nn.Module], inputs: list, concretize, max_rows: int | None = None,
-                       chunk: int = 256, out_of_time=None) -> list:
-    """Full CROWN for the intermediate bounds (``method="crown+"``): the interval entering every ReLU
-    is tightened by back-substitution through the layers before it — for its unstable neurons only
-    (all of them, or the widest ``max_rows``), in chunks of ``chunk`` rows to bound memory —
-    concretised over the domain, intersected with the interval, and IBP is re-run from there.
-    CROWN-IBP's interval intermediates are what makes the CNN relaxation loose; this costs one
-    backward pass per unstable neuron."""
+def forward_relu_inputs(layers: list[nn.Module], inputs: list, forms, zmin, out_of_time=None) -> list:
+    """The intermediate bounds of ``method="crown+"``: linear bounds carried *forward* through the
+    chain (forward LiRPA; Xu et al. 2020, "Automatic perturbation analysis", §3.2) in the few
+    perturbation variables of one step (:meth:`Domain.step_forms`) — every neuron's lower and upper
+    form, ``W⁺L + W⁻U`` through affine layers, CROWN's ReLU lines (lower ``α·L``, upper
+    ``s·U + b``) — concretised over the domain at every ReLU (:meth:`Domain.zmin` with ``sub``) and
+    intersected with interval arithmetic. One pass costs a few forward convolutions per variable
+    instead of a backward pass per unstable neuron; through the first layer it is exact."""
+    big_l, big_u, l0, u0, sub = forms
+    ll, uu, cl, cu = big_l, big_u, l0.unsqueeze(0), u0.unsqueeze(0)
     inputs = list(inputs)
+    lo, hi = inputs[0]
     for k, m in enumerate(layers):
-        if k == 0 or not isinstance(m, nn.ReLU):
-            continue
-        lo, hi = inputs[k]
-        fl, fh = lo.flatten().clone(), hi.flatten().clone()
-        idx = ((fl < 0) & (fh > 0)).nonzero().flatten()
-        if len(idx) == 0:
-            continue
-        if max_rows is not None and len(idx) > max_rows:
-            idx = idx[torch.argsort((fh - fl)[idx], descending=True)[:max_rows]]
-        for part in idx.split(chunk):
-            if out_of_time is not None and out_of_time():
-                raise OutOfTime("the probe passed its deadline")
-            n = len(part)
-            spec = torch.zeros(2 * n, fl.numel(), dtype=lo.dtype)
-            spec[torch.arange(n), part] = 1.0
-            spec[n + torch.arange(n), part] = -1.0
-            a, bias = crown_backward(layers[:k], spec, inputs[:k])
-            both = concretize(a, bias)
-            fl[part] = torch.maximum(fl[part], both[:n])
-            fh[part] = torch.minimum(fh[part], -both[n:])
-        fh = torch.maximum(fh, fl)
-        lo, hi = fl.view_as(lo), fh.view_as(hi)
-        for j in range(k, len(layers)):
-            inputs[j] = (lo, hi)
-            lo, hi = ibp_layer(layers[j], lo, hi)
+        if out_of_time is not None and out_of_time():
+            raise OutOfTime("the probe passed its deadline")
+        if isinstance(m, nn.ReLU):
+            fl = cl.flatten() + zmin(ll.flatten(1).T, sub)
+            fu = cu.flatten() - zmin(-uu.flatten(1).T, sub)
+            lo = torch.maximum(lo, fl.view_as(lo))
+            hi = torch.maximum(torch.minimum(hi, fu.view_as(hi)), lo)
+            inputs[k] = (lo, hi)
+            s_up, b_up, alpha = relu_relaxation(lo, hi)
+            ll, cl = ll * alpha, cl * alpha
+            uu, cu = uu * s_up, cu * s_up + b_up
+        elif is_affine(m):
+            inputs[k] = (lo, hi)
+            # W⁺L + W⁻U = W·(L + U)/2 − |W|·(U − L)/2 (and the upper form with +): two passes
+            m0 = m(torch.zeros_like(cl))
+            both = torch.cat([(ll + uu) / 2, (cl + cu) / 2])
+            mid = m(both) - m0
+            rad = abs_apply(m, torch.cat([(uu - ll) / 2, (cu - cl) / 2]))
+            v = ll.shape[0]
+            ll, uu = mid[:v] - rad[:v], mid[:v] + rad[:v]
+            cl, cu = mid[v:] - rad[v:] + m0, mid[v:] + rad[v:] + m0
+        else:
+            raise Unsupported(f"forward bounds: layer {type(m).__name__} is not supported")
+        lo, hi = ibp_layer(m, lo, hi)
     return inputs
 
 
@@ -590,6 +641,7 @@ class CertifiedRadius:
         self.mb = ModelBounds(self.clf, space.video, self.label, method)
         self.mb_nodes = self.mb  # A* node radii keep the fast method
         self.refine = refine and method == "crown" and self.mb.kind == "recurrent"
+        self._fine = method == "crown+"
         self.upper = upper
         self.max_boxes = max_boxes
         self.lower = 0.0
@@ -616,7 +668,7 @@ class CertifiedRadius:
         """Switch the bisection to ``crown+`` (once), starting at radius ``start``."""
         if not self.refine:
             return False
-        self.refine = False
+        self.refine, self._fine = False, True
         self.mb = ModelBounds(self.clf, self.space.video, self.label, "crown+")
         self.method = "crown → crown+"
         self._hi, self._try, self.phase = None, self._cap(start), "bisect"
@@ -660,13 +712,17 @@ class CertifiedRadius:
                 self._raise(r)
                 # no failure yet: grow by the secant of the margin bound through (0, m0) and (r, m),
                 # between 2× and 8× (a search order only: every radius is still proved by a probe)
-                grow = min(8.0, max(2.0, self._m0 / max(self._m0 - m, 1e-12))) if self._m0 > m else 8.0
+                most = 2.0 if self._fine else 8.0  # crown+ probes cost more, and more the larger the radius
+                grow = min(most, max(2.0, self._m0 / max(self._m0 - m, 1e-12))) if self._m0 > m else most
                 nxt = r * grow if self._hi is None else (r + self._hi) / 2
             else:
                 self._hi = r if self._hi is None else min(self._hi, r)
                 nxt = (self.lower + r) / 2 if self.lower > 0 else r / 4
-            if self._hi is not None and (self._hi - self.lower) <= 0.02 * max(self._hi, 1e-9):
-                if self.lower > 0 and self._refine(self.lower * 1.25):
+            # CROWN only locates the radius coarsely (within 1.5×) before crown+ takes over from twice
+            # what it proved; the last method bisects to 2 %
+            tol = 1 / 3 if self.refine else 0.02
+            if self._hi is not None and (self._hi - self.lower) <= tol * max(self._hi, 1e-9):
+                if self.lower > 0 and self._refine(self._cap(self.lower * 2.0)):
                     return self.lower
                 self.phase, self._try = ("bab" if math.isfinite(self.p) else "done"), None
                 if self.phase == "done":
