@@ -152,11 +152,10 @@ def warp_lift(space: FlowSpace) -> dict[int, WarpLift]:
     out = {}
     for fi, f in enumerate(space.flows):
         frame = space.video[f + 1].unsqueeze(0)
-        h, w = frame.shape[-2:]
 
-        def at(sx: float, sy: float) -> torch.Tensor:
+        def at(sx: float, sy: float, frame: torch.Tensor = frame) -> torch.Tensor:
             flow = torch.tensor([sx, sy], dtype=frame.dtype, device=frame.device).view(1, 2, 1, 1)
-            return warp(frame, flow.expand(1, 2, h, w))[0].clamp(0, 1).double().cpu()
+            return warp(frame, flow.expand(1, 2, *frame.shape[-2:]))[0].clamp(0, 1).double().cpu()
 
         p = {(sx, sy): at(sx, sy) for sx in (-1, 0, 1) for sy in (-1, 0, 1)}
         p0 = p[(0, 0)]
