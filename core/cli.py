@@ -538,9 +538,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--radius", type=float, default=None, help="certify this radius only")
     sp.add_argument("--time-limit", type=float, default=60.0, help="seconds (anytime search)")
     sp.add_argument("--method", default="crown", choices=["crown", "crown+", "alpha", "ibp"],
-                    help="crown: CROWN with interval intermediate bounds (fast); crown+: CROWN intermediate "
-                         "bounds for every unstable ReLU of the CNN (tighter, ~10-100× slower); alpha: "
-                         "α-CROWN, optimised ReLU lower slopes (10 Adam steps, ~10-40× slower); ibp: intervals")
+                    help="crown: CROWN with interval intermediate bounds, then crown+ once located (default); "
+                         "crown+: linear intermediate bounds for every ReLU of the CNN, carried forward in each "
+                         "step's flow variables (much tighter, ~3-4× slower per probe); alpha: α-CROWN, optimised "
+                         "ReLU lower slopes (10 Adam steps, ~10-40× slower); ibp: intervals")
     from core.attacks import METHODS as ATTACKS
 
     sp = add("attack", "run one attack on one clip")

@@ -9,7 +9,10 @@ so its extremes over that rectangle are attained at the rectangle's corners and 
 between them; border clamping maps those points to the clamped rectangle's corners and knots. We
 therefore evaluate **the engine's own warp** at the shifts ``{a, b} ∪ (ℤ ∩ (a, b))`` in x × y and
 take the per-pixel min/max: the exact range of each imposed pixel (widened by 1e-5 for the engine's
-float32 rounding). As the box shrinks, so does the range (unlike a window of source pixels).
+float32 rounding). As the box shrinks, so does the range (unlike a window of source pixels). Linear
+bounds in ``z``: for ℓ2/ℓ1 balls around the clip the *lifted* forms of :class:`WarpLift` (exact up to
+second-order cross terms: the kink at zero shift becomes a variable ``|z|``), else the secant plane
+of :func:`warp_relax`.
 
 **Through the model** (float64, :mod:`core.verify.bounds`): ``cnn_lstm``/``cnn_gru``/``cnn_rnn`` —
 CROWN through the per-step CNN N_C of the affected steps (its input is the affine snippet
@@ -21,7 +24,8 @@ LSTMs the linear bound through time is also pulled back through every perturbed 
 step spend the whole ℓ2 budget on its own, the joint bound shares it; likewise every bound *inside*
 :class:`~core.verify.bounds.LSTMCrown` is concretised once over ``z`` from linear bounds of the
 features (``lin``, :func:`_relu_forms`). ``method="alpha"`` optimises the ReLU slopes (α-CROWN),
-``"crown+"`` tightens the CNN's intermediate bounds by CROWN. ``c3d`` — CROWN end to end with
+``"crown+"`` tightens the CNN's intermediate bounds by linear bounds carried forward in each step's
+flow variables (:func:`forward_relu_inputs`). ``c3d`` — CROWN end to end with
 the margin rows ``e_y − e_j`` as the specification. Other models (Horn–Schunck inside
 ``motion_stream``, non-differentiable flows, ``frame_cnn``, TorchScript uploads) raise
 :class:`Unsupported` with a plain sentence.
@@ -415,7 +419,7 @@ class ModelBounds:
         self.label = label
         if method not in METHODS:
             raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-        # crown+ refines the CNN's intermediate bounds (recurrent models; c3d: crown); alpha optimises
+        # crown+ tightens the CNN's intermediate bounds (recurrent models; c3d: crown); alpha optimises
         # the ReLU lower slopes of the final CROWN passes (α-CROWN)
         self.method = method
         self.kind = "recurrent" if isinstance(self.m, CNNRecurrent) else "c3d"
@@ -622,9 +626,10 @@ class CertifiedRadius:
     """Anytime sound lower bound on the continuous MSR of one FlowSpace: call :meth:`step`.
 
     Phase 1 bisects the radius certified on the enclosing box (no splitting). With ``refine`` (the
-    default for ``crown`` on recurrent models), once that bisection has converged it continues with
-    ``crown+`` — CROWN intermediate bounds for the CNN, 3–10× slower per probe but tighter — from the
-    radius already proved (a probe that would pass the time limit is abandoned, proving nothing).
+    default for ``crown`` on recurrent models), once CROWN has located the radius within 1.5× it
+    continues with ``crown+`` — forward linear intermediate bounds for the CNN, 3–4× slower per probe
+    but much tighter — from twice the radius already proved, growing at most 2× per success (a probe
+    that would pass the time limit is abandoned, proving nothing).
     Phase 2 tries larger radii by branch and bound. ``lower`` only ever increases; ``trace`` records
     ``(seconds, lower)``.
     """
