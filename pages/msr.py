@@ -73,8 +73,8 @@ with st.expander("Parameters", expanded=True):
     c = st.columns(4)
     cert_method = c[0].selectbox(
         "Certified bound by", ["crown", "alpha", "crown+", "ibp"], key="msr_cert_method",
-        format_func={"crown": "CROWN, then CROWN+ (default)", "alpha": "α-CROWN (slowest)",
-                     "crown+": "CROWN+ from the start", "ibp": "IBP (intervals)"}.get,
+        format_func={"crown": "CROWN → CROWN+", "alpha": "α-CROWN (slowest)",
+                     "crown+": "CROWN+ only", "ibp": "IBP (intervals)"}.get,
         help="Bound propagation behind the green certified lower bound, all sound. CROWN: interval "
              "intermediate bounds to locate the radius, then CROWN+ from twice that. CROWN+: linear "
              "intermediate bounds for every ReLU, carried forward in each step's flow variables (3–4× per "
