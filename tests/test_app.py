@@ -225,7 +225,8 @@ def test_msr_page_certified_heuristic_with_node_radii_and_alpha_crown():
     at.run()
     assert not at.exception and run.status in ("done", "limit"), run.error
     assert run.solver.astar.node_probes >= 1
-    used = {"crown": "(CROWN + B&B)", "crown → crown+": "(CROWN, then CROWN+ + B&B)"}[run.solver.cert.method]
+    used = {"crown": "(CROWN + B&B)", "crown → crown+": "(CROWN, then CROWN+ + B&B)",
+            "crown → crown+ → crown++": "(CROWN, then CROWN+, then CROWN++ + B&B)"}[run.solver.cert.method]
     assert any(n.startswith("certified lower bound " + used) for n in _trace_names(at))  # the certifier used
     cert, up = _metric_value(at, "Certified lower (sound)"), _metric_value(at, "Upper bound (sound)")
     assert cert != "—" and float(cert) > 0 and (up == "none yet" or float(cert) <= float(up) + 1e-9)

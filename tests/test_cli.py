@@ -234,7 +234,7 @@ def test_msr_cli_certified_heuristic_with_node_radii():
     assert r.returncode == 0, r.stderr
     out = _strict(r.stdout)
     assert out["params"]["node_probes"] == 1 and out["params"]["cert_method"] == "crown"
-    assert out["node_probes"] >= 1 and out["certified_method"] in ("crown", "crown → crown+")
+    assert out["node_probes"] >= 1 and out["certified_method"] in ("crown", "crown → crown+", "crown → crown+ → crown++")
     assert out["certified_lower"] > 0 and out["lower"] >= out["certified_lower"] - 1e-9  # f ≥ r0
     r = run("msr", "synthetic:translate_left:0", "--node-probes", "-1", "--json")
     assert r.returncode == 2 and "node_probes" in r.stderr

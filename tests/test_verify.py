@@ -359,6 +359,9 @@ def test_crown_with_crown_intermediate_bounds_is_tighter_and_sound(lstm):
     plain = certify(lstm, video, sp, 0.5, "l2", "crown")
     full = certify(lstm, video, sp, 0.5, "l2", "crown+")
     assert not plain["certified"] and full["certified"] and full["margin_lower"] >= plain["margin_lower"]
+    both = certify(lstm, video, sp, 0.5, "l2", "crown++")  # back-substitution on top: never looser
+    assert both["margin_lower"] >= full["margin_lower"] - 1e-9
+    full = both
     ev = Evaluator(lstm, sp)
     g = torch.Generator().manual_seed(0)
     z = torch.randn(128, sp.dims, generator=g, dtype=torch.float64)
@@ -376,8 +379,8 @@ def test_crown_with_crown_intermediate_bounds_is_tighter_and_sound(lstm):
         certify(lstm, video, sp, 0.5, "l2", "beta")
 
 
-@pytest.mark.parametrize("lift", [True, False])
-def test_crown_intermediate_bounds_contain_sampled_activations(lstm, lift):
+@pytest.mark.parametrize("lift,backward", [(True, False), (False, False), (True, True)])
+def test_crown_intermediate_bounds_contain_sampled_activations(lstm, lift, backward):
     """Every ReLU input interval of the per-frame CNN from the forward linear bounds (``crown+``,
     lifted and secant warp forms, two imposed frames) holds the real pre-activations of imposed frames
     sampled inside the ball — the whole budget on one block included — and is much tighter than
@@ -399,6 +402,14 @@ def test_crown_intermediate_bounds_contain_sampled_activations(lstm, lift):
     _, inputs = ibp(layers, xl, xh)
     refined = cm.forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], mb.video), dom.zmin)
     relus = [k for k, m in enumerate(layers) if isinstance(m, nn.ReLU)]
+    if backward:  # crown++: back-substitution for the deeper ReLUs, never looser than the forward bounds
+        fwd = refined
+        refined = cm.refine_relu_inputs(layers, fwd, lambda a, b: dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])],
+                                                                                 b, mb.video))
+        for k in relus:
+            assert bool((refined[k][0] >= fwd[k][0] - 1e-12).all()) and bool((refined[k][1] <= fwd[k][1] + 1e-12).all())
+        assert sum(float((refined[k][1] - refined[k][0]).sum()) for k in relus[1:]) < \
+            0.98 * sum(float((fwd[k][1] - fwd[k][0]).sum()) for k in relus[1:])
     assert sum(float((refined[k][1] - refined[k][0]).sum()) for k in relus) < \
         0.5 * sum(float((inputs[k][1] - inputs[k][0]).sum()) for k in relus)  # much tighter than intervals
     g = torch.Generator().manual_seed(0)
@@ -583,3 +594,26 @@ def test_certified_radius_refines_with_crown_plus_and_keeps_its_time_limit(certi
     z = z / sp.norm(z, "l2").unsqueeze(1) * res["certified_lower"]
     assert float(ev.margins(z).min()) > 0
     assert CertifiedRadius(certified, sp, "l2", refine=False).run(time_limit=3.0)["method"] == "crown"
+
+
+def test_certified_radius_goes_on_with_crown_plus_plus_and_only_rises(lstm):
+    """The three stages on one flow of the regular model: CROWN locates, crown+ bisects, crown++
+    (back-substitution for the deeper ReLUs) tries to raise it; the trace only rises and random points
+    on the certified sphere keep the label."""
+    import time
+
+    sp = _space(14)
+    cr = CertifiedRadius(lstm, sp, "l2")
+    t0 = time.perf_counter()
+    while "crown++" not in cr.method and time.perf_counter() - t0 < 60:
+        cr.step()
+    assert cr.method == "crown → crown+ → crown++" and cr._try is not None and cr._try >= 1.2 * cr.lower
+    before = cr.lower
+    res = cr.run(time_limit=8.0)
+    lows = [e["certified_lower"] for e in res["trace"]]
+    assert lows == sorted(lows) and res["certified_lower"] >= before > 1.0
+    ev = Evaluator(lstm, sp)
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(64, sp.dims, generator=g, dtype=torch.float64)
+    z = z / sp.norm(z, "l2").unsqueeze(1) * res["certified_lower"]
+    assert float(ev.margins(z).min()) > 0

@@ -58,7 +58,7 @@ class MSRParams:
     frames: list[int] | None = None  # brightness: frames to brighten; default: all
     upper: bool = True  # run the gradient search too
     node_probes: int = 0  # certified heuristic: bound-propagation probes per A* batch (own radius per node)
-    cert_method: str = "crown"  # bound propagation of the certified lower bound: crown, crown+, alpha, ibp
+    cert_method: str = "crown"  # bound propagation of the certified lower bound: crown, crown+, crown++, alpha, ibp
 
     def validate(self, frames_in_video: int) -> MSRParams:
         from core.types import Heuristic, parse
@@ -73,8 +73,8 @@ class MSRParams:
                                 ("node_probes", self.node_probes, 0, 4096)):
             if not (isinstance(v, (int, float)) and lo <= v <= hi and not math.isnan(v)):
                 raise ParameterError(f"{name} must be in [{lo:g}, {hi:g}], got {v!r}")
-        if self.cert_method not in ("crown", "crown+", "alpha", "ibp"):
-            raise ParameterError(f"cert_method must be crown, crown+, alpha or ibp, got {self.cert_method!r}")
+        if self.cert_method not in ("crown", "crown+", "crown++", "alpha", "ibp"):
+            raise ParameterError(f"cert_method must be crown, crown+, crown++, alpha or ibp, got {self.cert_method!r}")
         if self.space not in ("flow", "brightness"):
             raise ParameterError(f"space must be 'flow' or 'brightness', got {self.space!r}")
         if self.flows is None:

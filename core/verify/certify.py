@@ -58,7 +58,7 @@ from core.verify.bounds import (LSTMCrown, Unsupported, abs_apply, alpha_crown, 
 
 TOL = 1e-4
 WARP_SLACK = 1e-5
-METHODS = ("crown", "crown+", "alpha", "ibp")
+METHODS = ("crown", "crown+", "crown++", "alpha", "ibp")
 ALPHA_ITERS = 10
 
 
@@ -479,9 +479,13 @@ class ModelBounds:
             xh = torch.cat([hi[s], hi[prev]], 0).unsqueeze(0)
             layers = [_Snippet(s == 0)] + self.pre
             (pl, ph), inputs = ibp(layers, xl, xh)
-            if self.method == "crown+":  # linear (forward) intermediate bounds for every ReLU
+            if self.method in ("crown+", "crown++"):  # linear (forward) intermediate bounds for every ReLU
                 inputs = forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], self.video), dom.zmin,
                                              out_of_time=self._out_of_time)
+                if self.method == "crown++":  # …then back-substitution for the deeper ReLUs' unstable neurons
+                    def conc_(a, bias, s=s, prev=prev):
+                        return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+                    inputs = refine_relu_inputs(layers, inputs, conc_, out_of_time=self._out_of_time)
                 pl, ph = ibp_layer(layers[-1], *inputs[-1])
             live = (ph.flatten() > 0).nonzero().flatten()  # features the final ReLU does not zero for sure
             if self.method != "ibp" and len(live):
@@ -587,6 +591,41 @@ def forward_relu_inputs(layers: list[nn.Module], inputs: list, forms, zmin, out_
     return inputs
 
 
+def refine_relu_inputs(layers: list[nn.Module], inputs: list, concretize, skip: int = 1, chunk: int = 256,
+                       out_of_time=None) -> list:
+    """``method="crown++"``: after :func:`forward_relu_inputs`, the input interval of every ReLU but the
+    first ``skip`` (the first is already exact there: an affine function of the input) is tightened by
+    CROWN back-substitution through the layers before it, for its unstable neurons only, in chunks of
+    ``chunk`` rows, concretised over the domain; interval arithmetic is re-run from there, intersected
+    with the bounds already known. Backward CROWN keeps each path's lines per sign of its coefficient,
+    which forward bounds cannot; it costs one backward pass per unstable neuron."""
+    inputs = list(inputs)
+    relus = [k for k, m in enumerate(layers) if isinstance(m, nn.ReLU)]
+    for k in relus[skip:]:
+        lo, hi = inputs[k]
+        fl, fh = lo.flatten().clone(), hi.flatten().clone()
+        idx = ((fl < 0) & (fh > 0)).nonzero().flatten()
+        for part in idx.split(chunk):
+            if out_of_time is not None and out_of_time():
+                raise OutOfTime("the probe passed its deadline")
+            n = len(part)
+            spec = torch.zeros(2 * n, fl.numel(), dtype=lo.dtype)
+            spec[torch.arange(n), part] = 1.0
+            spec[n + torch.arange(n), part] = -1.0
+            a, bias = crown_backward(layers[:k], spec, inputs[:k])
+            both = concretize(a, bias)
+            fl[part] = torch.maximum(fl[part], both[:n])
+            fh[part] = torch.minimum(fh[part], -both[n:])
+        lo, hi = fl.view_as(lo), torch.maximum(fh, fl).view_as(hi)
+        for j in range(k, len(layers)):
+            if j > k and isinstance(layers[j], nn.ReLU):
+                lo = torch.maximum(lo, inputs[j][0])
+                hi = torch.maximum(torch.minimum(hi, inputs[j][1]), lo)
+            inputs[j] = (lo, hi)
+            lo, hi = ibp_layer(layers[j], lo, hi)
+    return inputs
+
+
 # -- certification --------------------------------------------------------------------------------
 def ball_box(space: FlowSpace, radius: float, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The box enclosing the ball ``‖δ(z)‖_p ≤ radius``: ``|z_i| ≤ radius / w_p``."""
@@ -628,8 +667,9 @@ class CertifiedRadius:
     Phase 1 bisects the radius certified on the enclosing box (no splitting). With ``refine`` (the
     default for ``crown`` on recurrent models), once CROWN has located the radius within 1.5× it
     continues with ``crown+`` — forward linear intermediate bounds for the CNN, 3–4× slower per probe
-    but much tighter — from twice the radius already proved, growing at most 2× per success (a probe
-    that would pass the time limit is abandoned, proving nothing).
+    but much tighter — from twice the radius already proved, growing at most 2× per success; once
+    that is within 5 %, ``crown++`` (back-substitution for the deeper ReLUs too, slower again) tries
+    1.25× of it. A probe that would pass the time limit is abandoned, proving nothing.
     Phase 2 tries larger radii by branch and bound. ``lower`` only ever increases; ``trace`` records
     ``(seconds, lower)``.
     """
@@ -644,8 +684,12 @@ class CertifiedRadius:
             self._m0 = float(self.clf.margin_of(self.clf.logits(space.video.unsqueeze(0))[0], self.label))
         self.mb = ModelBounds(self.clf, space.video, self.label, method)
         self.mb_nodes = self.mb  # A* node radii keep the fast method
-        self.refine = refine and method == "crown" and self.mb.kind == "recurrent"
-        self._fine = method == "crown+"
+        # the methods still to come, each from what the one before proved: CROWN locates the radius,
+        # crown+ (forward intermediate bounds) bisects it, crown++ (…and back-substitution for the
+        # deeper ReLUs) tries to raise it
+        after = {"crown": ["crown+", "crown++"], "crown+": ["crown++"]}.get(method, [])
+        self._stages = after if refine and self.mb.kind == "recurrent" else []
+        self._fine = method in ("crown+", "crown++")
         self.upper = upper
         self.max_boxes = max_boxes
         self.lower = 0.0
@@ -669,12 +713,13 @@ class CertifiedRadius:
         self.mb.deadline = -math.inf
 
     def _refine(self, start: float) -> bool:
-        """Switch the bisection to ``crown+`` (once), starting at radius ``start``."""
-        if not self.refine:
+        """Switch the bisection to the next method of ``_stages``, starting at radius ``start``."""
+        if not self._stages:
             return False
-        self.refine, self._fine = False, True
-        self.mb = ModelBounds(self.clf, self.space.video, self.label, "crown+")
-        self.method = "crown → crown+"
+        nxt = self._stages.pop(0)
+        self._fine = True
+        self.mb = ModelBounds(self.clf, self.space.video, self.label, nxt)
+        self.method = f"{self.method} → {nxt}"
         self._hi, self._try, self.phase = None, self._cap(start), "bisect"
         return True
 
@@ -723,10 +768,11 @@ class CertifiedRadius:
                 self._hi = r if self._hi is None else min(self._hi, r)
                 nxt = (self.lower + r) / 2 if self.lower > 0 else r / 4
             # CROWN only locates the radius coarsely (within 1.5×) before crown+ takes over from twice
-            # what it proved; the last method bisects to 2 %
-            tol = 1 / 3 if self.refine else 0.02
+            # what it proved; crown+ bisects to 5 % before crown++ tries 1.25× that; the last to 2 %
+            coarse = self._stages and not self._fine
+            tol = 1 / 3 if coarse else (0.05 if self._stages else 0.02)
             if self._hi is not None and (self._hi - self.lower) <= tol * max(self._hi, 1e-9):
-                if self.lower > 0 and self._refine(self._cap(self.lower * 2.0)):
+                if self.lower > 0 and self._refine(self._cap(self.lower * (2.0 if coarse else 1.25))):
                     return self.lower
                 self.phase, self._try = ("bab" if math.isfinite(self.p) else "done"), None
                 if self.phase == "done":

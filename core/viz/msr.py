@@ -12,7 +12,8 @@ GUARANTEE_TEXT = {"sound": "sound", "grid": "grid (FMSR only)", "conditional": "
 
 
 CERT_METHOD_TEXT = {"crown": "CROWN", "crown → crown+": "CROWN, then CROWN+", "crown+": "CROWN+",
-                    "alpha": "α-CROWN", "ibp": "IBP"}
+                    "crown → crown+ → crown++": "CROWN, then CROWN+, then CROWN++", "crown+ → crown++":
+                    "CROWN+, then CROWN++", "crown++": "CROWN++", "alpha": "α-CROWN", "ibp": "IBP"}
 
 
 def bounds_figure(trace: list[dict], band: float | None, budget: float, title: str = "",
