@@ -205,7 +205,7 @@ class Domain:
         """``A·x + b ≥ const + coef·z`` for every ``z`` of the domain, where ``x`` is built from frames:
         ``parts`` lists ``(frame index, A_t (R, 3, H, W))``; perturbed frames use the linear relaxation
         in ``z`` (its residual goes into ``const``). Returns ``(coef (R, width), const (R,))``: ``width``
-        is ``D``, or ``2D + D/2`` for the lifted forms (:attr:`width`, :meth:`_linear_lifted`).
+        is ``D``, or ``2D + D/2`` for the lifted forms (:attr:`width`, :meth:`_linear_lifted`)."""
         sp = self.space
         r_rows = bias.shape[0]
         const = bias.clone()
