@@ -247,6 +247,12 @@ class Domain:
                 const = const + (a * video[t]).flatten(1).sum(1)
         return torch.cat([coef.flatten(1), kink.flatten(1), quad.flatten(1)], 1), const
 
+    def _ball(self) -> tuple[float, float, float]:
+        """``(p, q, ρ/w_p)``: the ball's norm, its dual exponent and its radius in ``z``."""
+        p = check_metric(self.metric)
+        q = 1.0 if math.isinf(p) else (math.inf if p == 1.0 else p / (p - 1.0))
+        return p, q, self.radius / self.space.weight(self.metric)
+
     def _zmin_lifted(self, coef: torch.Tensor, sub: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``min a·z + b·|z| + β·q`` over the domain (a lower bound): the linear-and-kink part by the
         better of the box (per coordinate, at ``lo``, ``hi`` or 0) and the ball centred at 0
@@ -264,9 +270,7 @@ class Domain:
         cap = torch.maximum(self.zlo.square(), self.zhi.square()).view(len(self.space.flows), 2, -1).sum(1).flatten()[qi]
         total = float(cap.sum())
         if self.radius is not None:
-            p = check_metric(self.metric)
-            q = 1.0 if math.isinf(p) else (math.inf if p == 1.0 else p / (p - 1.0))
-            rz = self.radius / self.space.weight(self.metric)
+            p, q, rz = self._ball()
             ball = -rz * torch.linalg.vector_norm((a.abs() - b).clamp_min(0), ord=q, dim=1)
             best = torch.maximum(best, ball)
             if p <= 2.0:
@@ -289,9 +293,7 @@ class Domain:
         zc, zr = (self.zlo[zi] + self.zhi[zi]) / 2, (self.zhi[zi] - self.zlo[zi]) / 2
         best = -(coef.abs() * zr).sum(1)
         if self.radius is not None:
-            p = check_metric(self.metric)
-            q = 1.0 if math.isinf(p) else (math.inf if p == 1.0 else p / (p - 1.0))
-            rz = self.radius / self.space.weight(self.metric)
+            _, q, rz = self._ball()
             shift = 0.0 if self.centre is None else coef @ self.centre[zi]
             best = torch.maximum(best, shift - rz * torch.linalg.vector_norm(coef, ord=q, dim=1) - coef @ zc)
         return coef @ zc + best
