@@ -295,11 +295,42 @@ def test_s_shaped_lines_bound_the_function_on_the_interval(fn):
     g = torch.Generator().manual_seed(0)
     a = torch.randn(500, generator=g, dtype=torch.float64) * 4
     b = a + torch.rand(500, generator=g, dtype=torch.float64) * torch.tensor([0.0, 1e-10, 0.5, 8.0]).repeat(125).double()
-    al, bl, au, bu = s_shaped_lines(f, df, a, b)
     x = a.unsqueeze(1) + (b - a).unsqueeze(1) * torch.linspace(0, 1, 401, dtype=torch.float64)
     y = f(x)
-    assert bool((al.unsqueeze(1) * x + bl.unsqueeze(1) <= y + 1e-12).all())
-    assert bool((au.unsqueeze(1) * x + bu.unsqueeze(1) >= y - 1e-12).all())
+    at = a + (b - a) * torch.rand(500, generator=g, dtype=torch.float64) * 1.4 - 0.2  # inside and outside
+    for anchor in (None, at):
+        al, bl, au, bu = s_shaped_lines(f, df, a, b, anchor)
+        assert bool((al.unsqueeze(1) * x + bl.unsqueeze(1) <= y + 1e-12).all())
+        assert bool((au.unsqueeze(1) * x + bu.unsqueeze(1) >= y - 1e-12).all())
+
+
+@pytest.mark.parametrize("fn", ["sigmoid", "tanh"])
+def test_s_shaped_lines_touch_the_function_where_crown_says(fn):
+    """Across zero the upper line passes through the left end and the lower through the right end,
+    each tangent where it touches (CROWN's lines), unless the interval is so lopsided that parallel
+    lines with the smaller end slope leave less area: on wide intervals the band is never wider than
+    the parallel lines' and on average much narrower. With an anchor the free
+    tangent touches there."""
+    from core.verify.bounds import _dsig, _dtanh, s_shaped_lines
+
+    f, df = (torch.sigmoid, _dsig) if fn == "sigmoid" else (torch.tanh, _dtanh)
+    g = torch.Generator().manual_seed(1)
+    lo = -0.5 - 5 * torch.rand(300, generator=g, dtype=torch.float64)
+    hi = 0.5 + 5 * torch.rand(300, generator=g, dtype=torch.float64)
+    al, bl, au, bu = s_shaped_lines(f, df, lo, hi)
+    even = (hi + lo).abs() < 2  # not too lopsided: the lines through the ends are the tighter ones
+    assert torch.allclose((au * lo + bu)[even], f(lo)[even], atol=1e-9)
+    assert torch.allclose((al * hi + bl)[even], f(hi)[even], atol=1e-9)
+    x = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * torch.linspace(0, 1, 401, dtype=torch.float64)
+    band = ((au.unsqueeze(1) - al.unsqueeze(1)) * x + (bu - bl).unsqueeze(1)).mean(1)
+    s = torch.minimum(df(lo), df(hi))  # parallel lines through the two ends
+    parallel = (f(hi) - s * hi - f(lo) + s * lo)
+    assert bool((band <= parallel + 1e-9).all()) and float((band / parallel).mean()) < 0.7
+    # concave side: the upper tangent touches at the anchor
+    lo2, hi2 = torch.rand(300, generator=g, dtype=torch.float64), 1 + 3 * torch.rand(300, generator=g, dtype=torch.float64)
+    at = lo2 + (hi2 - lo2) * torch.rand(300, generator=g, dtype=torch.float64)
+    _, _, au, bu = s_shaped_lines(f, df, lo2, hi2, at)
+    assert torch.allclose(au * at + bu, f(at), atol=1e-9)
 
 
 def test_lstm_crown_is_sound_and_tighter_than_intervals():

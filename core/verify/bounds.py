@@ -337,23 +337,64 @@ def _dtanh(x: torch.Tensor) -> torch.Tensor:
     return 1 - torch.tanh(x) ** 2
 
 
-def s_shaped_lines(fn, dfn, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Sound lines ``al·x + bl ≤ fn(x) ≤ au·x + bu`` on ``[l, u]`` for sigmoid/tanh (convex on x ≤ 0,
-    concave on x ≥ 0, derivative unimodal with its maximum at 0), CROWN-style:
+def _line_through_left(fn, dfn, l: torch.Tensor, u: torch.Tensor, at: torch.Tensor | None = None,
+                       iters: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """The upper line of an S-shaped ``fn`` on ``[l, u]`` with ``l < 0 < u`` through ``(l, fn(l))``
+    (CROWN, Zhang et al. 2018, §3.3 / Fig. 2): its slope is the largest secant slope from ``l``,
+    ``max_{x ∈ (l, u]} (fn(x) − fn(l)) / (x − l)`` — the chord when ``h(u) ≤ 0`` for
+    ``h(d) = fn(d) − fn(l) − fn'(d)(d − l)`` (increasing on d ≥ 0), else the tangent slope
+    ``fn'(d*)`` at the root ``d* ∈ (0, u)`` of ``h``. The root is bracketed by bisection and the
+    slope taken at the bracket's low end, so it is never below the exact one (sound: a steeper line
+    through the same left point is higher on ``[l, u]``). With ``at`` (a point the inputs really
+    take, e.g. the clean trajectory), the tangent at ``max(at, d*)`` instead when that is below ``u``:
+    every tangent at ``d ≥ d*`` is above ``fn`` on ``[l, u]`` (it is above at ``l`` and on the concave
+    side, and ``fn`` is convex in between), and it is exact at ``at``. Returns ``(slope, intercept)``."""
+    fl = fn(l)
+    chord = (fn(u) - fl) / (u - l).clamp_min(1e-12)
+    def h(d):
+        return fn(d) - fl - dfn(d) * (d - l)
+    lo, hi = torch.zeros_like(l), u.clone()
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        neg = h(mid) <= 0
+        lo, hi = torch.where(neg, mid, lo), torch.where(neg, hi, mid)
+    tangent = h(u) > 0
+    s = torch.where(tangent, torch.maximum(dfn(lo), chord), chord)
+    b = fl - s * l
+    if at is not None:  # a tangent further right, exact at ``at``
+        d = at.clamp(max=u)
+        use = tangent & (d > hi)
+        s2, b2 = dfn(d), fn(d) - dfn(d) * d
+        s, b = torch.where(use, s2, s), torch.where(use, b2, b)
+    return s, b
 
-    * ``u ≤ 0`` (convex): upper = the chord, lower = the tangent at the midpoint;
-    * ``l ≥ 0`` (concave): lower = the chord, upper = the tangent at the midpoint;
-    * otherwise: both lines with slope ``s = min(fn'(l), fn'(u))`` — since ``fn' ≥ s`` on the whole
-      interval, ``fn(x) − s·x`` is non-decreasing, so the line through ``(l, fn(l))`` is below and
-      the one through ``(u, fn(u))`` above.
+
+def s_shaped_lines(fn, dfn, l: torch.Tensor, u: torch.Tensor, at: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, ...]:
+    """Sound lines ``al·x + bl ≤ fn(x) ≤ au·x + bu`` on ``[l, u]`` for sigmoid/tanh (convex on x ≤ 0,
+    concave on x ≥ 0, derivative even and unimodal with its maximum at 0), CROWN-style:
+
+    * ``u ≤ 0`` (convex): upper = the chord, lower = a tangent;
+    * ``l ≥ 0`` (concave): lower = the chord, upper = a tangent;
+    * otherwise: the upper line through ``(l, fn(l))`` and the lower one through ``(u, fn(u))``,
+      each tangent where it touches (:func:`_line_through_left`; by the symmetry
+      ``fn(x) = c − fn(−x)`` the lower line is the upper line of ``x ↦ −fn(−x)`` on ``[−u, −l]``) —
+      or, where that leaves less area between line and ``fn`` (very lopsided intervals), the line of
+      slope ``s = min(fn'(l), fn'(u))`` through the other end: ``fn' ≥ s`` on the whole interval, so
+      ``fn(x) − s·x`` is non-decreasing and the line through ``(l, fn(l))`` is below, the one through
+      ``(u, fn(u))`` above.
+
+    The free tangent point is ``at`` clamped into the interval (``at``: a point the inputs really
+    take, e.g. the clean run, where the line is then exact — the relaxation loses nothing there
+    however wide the interval) or, without ``at``, the midpoint.
     """
     fl, fu = fn(l), fn(u)
-    s = torch.minimum(dfn(l), dfn(u))
-    al, bl, au, bu = s, fl - s * l, s, fu - s * u
     w = u - l
     wide = w > 1e-9
+    s = torch.minimum(dfn(l), dfn(u))  # degenerate intervals: parallel lines through the ends
+    al, bl, au, bu = s, fl - s * l, s, fu - s * u
     chord = torch.where(wide, (fu - fl) / w.clamp_min(1e-9), s)
-    m = (l + u) / 2
+    m = (l + u) / 2 if at is None else torch.minimum(torch.maximum(at, l), u)
     fm, dm = fn(m), dfn(m)
     convex, concave = wide & (u <= 0), wide & (l >= 0)
     au = torch.where(convex, chord, au)
@@ -364,6 +405,15 @@ def s_shaped_lines(fn, dfn, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Ten
     bl = torch.where(concave, fl - chord * l, bl)
     au = torch.where(concave, dm, au)
     bu = torch.where(concave, fm - dm * m, bu)
+    cross = wide & (l < 0) & (u > 0)
+    if bool(cross.any()):
+        lc, uc = torch.where(cross, l, -torch.ones_like(l)), torch.where(cross, u, torch.ones_like(u))
+        su, bu_ = _line_through_left(fn, dfn, lc, uc, at)
+        sl, bl_ = _line_through_left(lambda x: -fn(-x), dfn, -uc, -lc, None if at is None else -at)
+        mid = (l + u) / 2  # each side keeps the line with the smaller area between it and fn
+        up, dn = cross & (su * mid + bu_ < au * mid + bu), cross & (sl * mid - bl_ > al * mid + bl)
+        au, bu = torch.where(up, su, au), torch.where(up, bu_, bu)
+        al, bl = torch.where(dn, sl, al), torch.where(dn, -bl_, bl)
     eps = 1e-12 * (1 + fl.abs() + fu.abs())  # float64 rounding
     return al, bl - eps, au, bu + eps
 
@@ -391,7 +441,8 @@ class LSTMCrown:
     input boxes — the dependence through time stays linear instead of compounding intervals.
     """
 
-    def __init__(self, rnn: nn.LSTM, xs: list[Interval], lin: dict | None = None, zmin=None) -> None:
+    def __init__(self, rnn: nn.LSTM, xs: list[Interval], lin: dict | None = None, zmin=None,
+                 anchor: torch.Tensor | None = None) -> None:
         if not isinstance(rnn, nn.LSTM) or rnn.num_layers != 1 or rnn.bidirectional:
             raise Unsupported("CROWN through time supports one-layer unidirectional LSTMs")
         # joint mode: linear bounds ``lc + lz·z ≤ x_t ≤ uc + uz·z`` of the inputs of the boxed steps in
@@ -416,6 +467,18 @@ class LSTMCrown:
             c = f * c + i * g
             h = o * torch.tanh(c)
         self.h0, self.c0 = h, c
+        # the clean run (``anchor``: the unperturbed inputs, (T, F); else the boxes' midpoints): the
+        # S-shaped lines touch the functions at its gate pre-activations and cell states
+        xa = [(lo + hi) / 2 for lo, hi in self.xs] if anchor is None else list(anchor.reshape(t_len, -1))
+        self._at: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        ha, ca = h, c
+        for t in range(self.t0, t_len):
+            p = self.W @ xa[t].to(self.W.dtype) + self.U @ ha + self.b
+            i, f, g, o = torch.sigmoid(p[:hid]), torch.sigmoid(p[hid:2 * hid]), torch.tanh(p[2 * hid:3 * hid]), \
+                torch.sigmoid(p[3 * hid:])
+            ca = f * ca + i * g
+            ha = o * torch.tanh(ca)
+            self._at[t] = (p, ca)
         self.rel: dict[int, dict] = {}
         h_box, c_box = (h, h), (c, c)
         for t in range(self.t0, t_len):
@@ -507,8 +570,9 @@ class LSTMCrown:
         p_lo, p_hi = torch.maximum(p_lo, (i_lo + j_lo)[0]), torch.minimum(p_hi, (i_hi + j_hi)[0])
         p_hi = torch.maximum(p_hi, p_lo)
         sl = [slice(k * hid, (k + 1) * hid) for k in range(4)]
-        lines = [s_shaped_lines(torch.tanh, _dtanh, p_lo[s], p_hi[s]) if k == 2 else
-                 s_shaped_lines(torch.sigmoid, _dsig, p_lo[s], p_hi[s]) for k, s in enumerate(sl)]
+        p_at, c_at = self._at[t]
+        lines = [s_shaped_lines(torch.tanh, _dtanh, p_lo[s], p_hi[s], p_at[s]) if k == 2 else
+                 s_shaped_lines(torch.sigmoid, _dsig, p_lo[s], p_hi[s], p_at[s]) for k, s in enumerate(sl)]
         gates = tuple(torch.cat([ln[j] for ln in lines]) for j in range(4))
         act = [(torch.tanh(p_lo[s]), torch.tanh(p_hi[s])) if k == 2 else
                (torch.sigmoid(p_lo[s]), torch.sigmoid(p_hi[s])) for k, s in enumerate(sl)]
@@ -525,7 +589,7 @@ class LSTMCrown:
         c_lo, c_hi = torch.maximum(c_lo, ci[0]), torch.minimum(c_hi, ci[1])
         c_hi = torch.maximum(c_hi, c_lo)
         tlo, thi = torch.tanh(c_lo), torch.tanh(c_hi)
-        rel["tau"] = s_shaped_lines(torch.tanh, _dtanh, c_lo, c_hi)
+        rel["tau"] = s_shaped_lines(torch.tanh, _dtanh, c_lo, c_hi, c_at)
         rel["ot"] = mul_planes(olo, ohi, tlo, thi)
         return imul((olo, ohi), (tlo, thi)), (c_lo, c_hi)
 
