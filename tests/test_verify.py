@@ -648,3 +648,36 @@ def test_certified_radius_goes_on_with_crown_plus_plus_and_only_rises(lstm):
     z = torch.randn(64, sp.dims, generator=g, dtype=torch.float64)
     z = z / sp.norm(z, "l2").unsqueeze(1) * res["certified_lower"]
     assert float(ev.margins(z).min()) > 0
+
+
+def test_crown_plus_threads_give_the_same_bounds(certified):
+    """The per-step CNN bounds of crown+ run on a few threads: exactly the bounds of one thread."""
+    sp = FlowSpace(make_clip("translate_left", 0).video, list(range(11, 15)), 16)
+    mb = ModelBounds(certified, sp.video, certified.predict(sp.video)[0], "crown+")
+    dom = Domain(sp, *ball_box(sp, 2.0, "l2"), 2.0, "l2")
+    mb.workers = 1
+    one = mb.margin_bounds(dom)
+    mb.workers = 3
+    three = mb.margin_bounds(dom)
+    assert one.keys() == three.keys() and all(torch.equal(one[k], three[k]) for k in one)
+
+
+def test_certified_radius_search_order(certified):
+    """CROWN hands over to crown+ at its first failed radius; between a proved and a failed radius
+    the next probe is 85 % of the way to the zero of the line through their margin bounds, kept in
+    the middle 80 % of the gap (the midpoint when a margin is unknown)."""
+    sp = FlowSpace(make_clip("translate_left", 0).video, list(range(12, 15)), 16)
+    cr = CertifiedRadius(certified, sp, "l2")
+    seen = []
+    probe = cr._box_margin
+    cr._box_margin = lambda lo, hi, r: seen.append((r, probe(lo, hi, r))) or seen[-1][1]
+    while cr.method == "crown":
+        cr.step()
+    failed = [r for r, m in seen if m <= 0]
+    assert cr.method == "crown → crown+" and len(failed) == 1 and cr._try == failed[0] and cr.lower > 0
+    cr.lower, cr._hi, cr._m_lo, cr._m_hi = 2.0, 4.0, 1.5, -0.5
+    assert cr._between() == pytest.approx(2.0 + 0.85 * 2.0 * 1.5 / 2.0)
+    cr._m_lo = 0.01
+    assert cr._between() == pytest.approx(2.2)
+    cr._m_lo = None
+    assert cr._between() == pytest.approx(3.0)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 
 import torch
@@ -408,6 +409,10 @@ class ModelBounds:
     deadline = math.inf  # perf_counter time after which a slow probe stops: crown+ is abandoned
     # (OutOfTime), α-CROWN ends its optimisation early with the best (sound) slopes so far
 
+    # threads for the per-step CNN bounds of crown+/crown++ (see ``margin_bounds``): one per core up
+    # to 4 (a 15-flow crown+ probe: 16.5 s with 1, 11.1 s with 2 on the 2-core box; same bounds)
+    workers = max(1, min(4, os.cpu_count() or 1))
+
     def _out_of_time(self) -> bool:
         return time.perf_counter() > self.deadline
 
@@ -436,6 +441,46 @@ class ModelBounds:
             else:
                 self.chain = [_ToC3D()] + flatten_chain(self.m.body) + [self.m.fc]
                 self.spec = margin_spec(self.m.fc.out_features, label)
+
+    @torch.no_grad()
+    def _step_bounds(self, s: int, dom: Domain, lo: torch.Tensor, hi: torch.Tensor):
+        """Step ``s`` of a recurrent model: the box of its CNN features (after the final ReLU), and for
+        non-IBP methods the chain with its intermediate bounds and the features' linear forms in ``z``
+        (:func:`_relu_forms`), else ``None``s."""
+        prev = max(s - 1, 0)
+        xl = torch.cat([lo[s], lo[prev]], 0).unsqueeze(0)
+        xh = torch.cat([hi[s], hi[prev]], 0).unsqueeze(0)
+        layers = [_Snippet(s == 0)] + self.pre
+        (pl, ph), inputs = ibp(layers, xl, xh)
+        if self.method in ("crown+", "crown++"):  # linear (forward) intermediate bounds for every ReLU
+            inputs = forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], self.video), dom.zmin,
+                                         out_of_time=self._out_of_time)
+            if self.method == "crown++":  # …then back-substitution for the deeper ReLUs' unstable neurons
+                def conc_(a, bias):
+                    return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+                inputs = refine_relu_inputs(layers, inputs, conc_, out_of_time=self._out_of_time)
+            pl, ph = ibp_layer(layers[-1], *inputs[-1])
+        live = (ph.flatten() > 0).nonzero().flatten()  # features the final ReLU does not zero for sure
+        cnn = form = None
+        if self.method != "ibp" and len(live):
+            n, f = len(live), pl[0].numel()
+            rows = torch.zeros(2 * n, f, dtype=torch.float64)
+            rows[torch.arange(n), live] = 1.0
+            rows[n + torch.arange(n), live] = -1.0
+            a, bias = crown_backward(layers, rows, inputs)  # also the linear forms of the joint mode
+            lform = dom.linear([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+            both = lform[1] + dom.zmin(lform[0])
+            if self.method == "alpha":
+                def conc(a, bias):
+                    return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+                both = alpha_crown(layers, rows, inputs, conc, ALPHA_ITERS, out_of_time=self._out_of_time,
+                                   start=both)
+            pl, ph = pl.clone().flatten(), ph.clone().flatten()
+            pl[live], ph[live] = torch.maximum(pl[live], both[:n]), torch.minimum(ph[live], -both[n:])
+            form = _relu_forms(lform, live, pl, ph, dom.width)
+            pl, ph = pl.view(1, f), ph.view(1, f)
+            cnn = (layers + [nn.ReLU()], inputs + [(pl, ph)], prev)
+        return (pl.clamp_min(0), ph.clamp_min(0)), cnn, form  # the final ReLU of N_C
 
     def margin_lower(self, dom: Domain) -> torch.Tensor:
         """``(K − 1,)`` lower bounds of ``logit_y − logit_j`` over the domain: the best of
@@ -471,51 +516,32 @@ class ModelBounds:
                                                            out_of_time=self._out_of_time)}
             return {"ibp": ibp_m, "crown": conc3(*crown_backward(self.chain, self.spec, inputs))}
         steps = sorted({t for t in dom.relax} | {t + 1 for t in dom.relax if t + 1 < t_len})
+        work = [s for s in range(t_len) if s in steps]
+        if self.workers > 1 and self.method in ("crown+", "crown++") and len(work) > 1:
+            # the steps' CNN bounds are independent: a few threads (torch releases the GIL), 1 torch
+            # thread each — unlike intra-op threads these do not spin against each other
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.workers) as pool:
+                done = dict(zip(work, pool.map(lambda s: self._step_bounds(s, dom, lo, hi), work)))
+        else:
+            done = {s: self._step_bounds(s, dom, lo, hi) for s in work}
         xs, cnn, lin = [], {}, {}
         for s in range(t_len):
             if s not in steps:
                 e = self.eta[s].unsqueeze(0)
                 xs.append((e, e))
                 continue
-            prev = max(s - 1, 0)
-            xl = torch.cat([lo[s], lo[prev]], 0).unsqueeze(0)
-            xh = torch.cat([hi[s], hi[prev]], 0).unsqueeze(0)
-            layers = [_Snippet(s == 0)] + self.pre
-            (pl, ph), inputs = ibp(layers, xl, xh)
-            if self.method in ("crown+", "crown++"):  # linear (forward) intermediate bounds for every ReLU
-                inputs = forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], self.video), dom.zmin,
-                                             out_of_time=self._out_of_time)
-                if self.method == "crown++":  # …then back-substitution for the deeper ReLUs' unstable neurons
-                    def conc_(a, bias, s=s, prev=prev):
-                        return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
-                    inputs = refine_relu_inputs(layers, inputs, conc_, out_of_time=self._out_of_time)
-                pl, ph = ibp_layer(layers[-1], *inputs[-1])
-            live = (ph.flatten() > 0).nonzero().flatten()  # features the final ReLU does not zero for sure
-            if self.method != "ibp" and len(live):
-                n, f = len(live), pl[0].numel()
-                rows = torch.zeros(2 * n, f, dtype=torch.float64)
-                rows[torch.arange(n), live] = 1.0
-                rows[n + torch.arange(n), live] = -1.0
-                a, bias = crown_backward(layers, rows, inputs)  # also the linear forms of the joint mode
-                form = dom.linear([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
-                both = form[1] + dom.zmin(form[0])
-                if self.method == "alpha":
-                    def conc(a, bias, s=s, prev=prev):
-                        return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
-                    both = alpha_crown(layers, rows, inputs, conc, ALPHA_ITERS, out_of_time=self._out_of_time,
-                                       start=both)
-                pl, ph = pl.clone().flatten(), ph.clone().flatten()
-                pl[live], ph[live] = torch.maximum(pl[live], both[:n]), torch.minimum(ph[live], -both[n:])
-                lin[s] = _relu_forms(form, live, pl, ph, dom.width)
-                pl, ph = pl.view(1, f), ph.view(1, f)
-                cnn[s] = (layers + [nn.ReLU()], inputs + [(pl, ph)], prev)
-            xs.append((pl.clamp_min(0), ph.clamp_min(0)))  # the final ReLU of N_C
+            box, c, form = done[s]
+            xs.append(box)
+            if c is not None:
+                cnn[s], lin[s] = c, form
         h = recurrent_ibp(self.m.rnn, xs)
         ibp_m = margin_lower_linear(h, self.m.fc, self.label)
         if self.method == "ibp" or not isinstance(self.m.rnn, nn.LSTM):
             return {"ibp": ibp_m}
         # CROWN through time (back-substitution through the LSTM cells)
-        lc = LSTMCrown(self.m.rnn, xs, lin=lin, zmin=dom.zmin)
+        lc = LSTMCrown(self.m.rnn, xs, lin=lin, zmin=dom.zmin, anchor=self.eta)
         fc, y = self.m.fc, self.label
         others = [j for j in range(fc.out_features) if j != y]
         spec, bias = fc.weight[y].unsqueeze(0) - fc.weight[others], fc.bias[y] - fc.bias[others]
@@ -700,6 +726,8 @@ class CertifiedRadius:
         self.t0 = time.perf_counter()
         self.trace: list[dict] = []
         self._hi: float | None = None  # smallest radius that failed (bisection)
+        self._m_lo: float | None = None  # the margin bounds of this stage at ``lower`` and ``_hi``
+        self._m_hi: float | None = None
         self._try = None
         self.phase = "bisect"
         self.done = False
@@ -724,6 +752,7 @@ class CertifiedRadius:
         self.mb = ModelBounds(self.clf, self.space.video, self.label, nxt)
         self.method = f"{self.method} → {nxt}"
         self._hi, self._try, self.phase = None, self._cap(start), "bisect"
+        self._m_lo = self._m_hi = None  # another method's margins do not predict this one's
         return True
 
     def around(self, z: torch.Tensor, rho: float) -> bool:
@@ -760,19 +789,25 @@ class CertifiedRadius:
             except OutOfTime:
                 return self.lower  # abandoned at the time limit: nothing proved, nothing lost
             ok = m > TOL
+            coarse = self._stages and not self._fine
             if ok:
                 self._raise(r)
+                if r >= self.lower:
+                    self._m_lo = m
                 # no failure yet: grow by the secant of the margin bound through (0, m0) and (r, m),
                 # between 2× and 8× (a search order only: every radius is still proved by a probe)
                 most = 2.0 if self._fine else 8.0  # crown+ probes cost more, and more the larger the radius
                 grow = min(most, max(2.0, self._m0 / max(self._m0 - m, 1e-12))) if self._m0 > m else most
-                nxt = r * grow if self._hi is None else (r + self._hi) / 2
+                nxt = r * grow if self._hi is None else self._between()
             else:
-                self._hi = r if self._hi is None else min(self._hi, r)
-                nxt = (self.lower + r) / 2 if self.lower > 0 else r / 4
-            # CROWN only locates the radius coarsely (within 1.5×) before crown+ takes over from twice
-            # what it proved; crown+ bisects to 5 % before crown++ tries 1.25× that; the last to 2 %
-            coarse = self._stages and not self._fine
+                if self._hi is None or r <= self._hi:
+                    self._hi, self._m_hi = r, m
+                nxt = self._between() if self.lower > 0 else r / 4
+                if coarse and self.lower > 0 and self._refine(self._cap(r)):
+                    # CROWN only locates the radius: at its first failure crown+ (tighter) takes over
+                    # from that very radius (the probes between would cost more than they tell)
+                    return self.lower
+            # crown+ closes in to 5 % before crown++ tries 1.25× that; the last to 2 %
             tol = 1 / 3 if coarse else (0.05 if self._stages else 0.02)
             if self._hi is not None and (self._hi - self.lower) <= tol * max(self._hi, 1e-9):
                 if self.lower > 0 and self._refine(self._cap(self.lower * (2.0 if coarse else 1.25))):
@@ -808,6 +843,18 @@ class CertifiedRadius:
         else:
             self.done = True  # more splits would be needed than the box budget allows
         return self.lower
+
+    def _between(self) -> float:
+        """The next radius between ``lower`` (proved) and ``_hi`` (failed): 85 % of the way to where
+        the line through their margin bounds crosses zero (regula falsi; the margin bound falls ever
+        faster with the radius, so the crossing itself tends to fail, and a failed probe proves
+        nothing), kept in the middle 80 % of the gap — the bisection midpoint when a margin is
+        unknown. Only a search order: the radius is then proved by a probe."""
+        lo, hi = self.lower, self._hi
+        if self._m_lo is None or self._m_hi is None or not self._m_lo > TOL > self._m_hi:
+            return (lo + hi) / 2
+        at = lo + 0.85 * (hi - lo) * self._m_lo / (self._m_lo - self._m_hi)
+        return min(max(at, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo))
 
     def _bab(self, r: float) -> bool:
         """Branch and bound: are all boxes of the ball of radius ``r`` certified?"""
