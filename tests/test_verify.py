@@ -664,8 +664,9 @@ def test_crown_plus_threads_give_the_same_bounds(certified):
 
 def test_certified_radius_search_order(certified):
     """CROWN hands over to crown+ at its first failed radius; between a proved and a failed radius
-    the next probe is 85 % of the way to the zero of the line through their margin bounds, kept in
-    the middle 80 % of the gap (the midpoint when a margin is unknown)."""
+    the next probe is 85 % of the way to the zero of the line through their margin bounds (after a
+    proof from below, the whole way with the failed end's margin halved), kept in the middle 80 % of
+    the gap (the midpoint when a margin is unknown)."""
     sp = FlowSpace(make_clip("translate_left", 0).video, list(range(12, 15)), 16)
     cr = CertifiedRadius(certified, sp, "l2")
     seen = []
@@ -675,8 +676,11 @@ def test_certified_radius_search_order(certified):
         cr.step()
     failed = [r for r, m in seen if m <= 0]
     assert cr.method == "crown → crown+" and len(failed) == 1 and cr._try == failed[0] and cr.lower > 0
-    cr.lower, cr._hi, cr._m_lo, cr._m_hi = 2.0, 4.0, 1.5, -0.5
+    cr.lower, cr._hi, cr._m_lo, cr._m_hi, cr._wins = 2.0, 4.0, 1.5, -0.5, 0
     assert cr._between() == pytest.approx(2.0 + 0.85 * 2.0 * 1.5 / 2.0)
+    cr._wins = 1  # proved from below once already: the failed end's margin counts half (Illinois)
+    assert cr._between() == pytest.approx(2.0 + 2.0 * 1.5 / 1.75)
+    cr._wins = 0
     cr._m_lo = 0.01
     assert cr._between() == pytest.approx(2.2)
     cr._m_lo = None

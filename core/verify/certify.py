@@ -728,6 +728,7 @@ class CertifiedRadius:
         self._hi: float | None = None  # smallest radius that failed (bisection)
         self._m_lo: float | None = None  # the margin bounds of this stage at ``lower`` and ``_hi``
         self._m_hi: float | None = None
+        self._wins = 0  # probes proved in a row since the last failure
         self._try = None
         self.phase = "bisect"
         self.done = False
@@ -753,6 +754,7 @@ class CertifiedRadius:
         self.method = f"{self.method} → {nxt}"
         self._hi, self._try, self.phase = None, self._cap(start), "bisect"
         self._m_lo = self._m_hi = None  # another method's margins do not predict this one's
+        self._wins = 0
         return True
 
     def around(self, z: torch.Tensor, rho: float) -> bool:
@@ -794,12 +796,20 @@ class CertifiedRadius:
                 self._raise(r)
                 if r >= self.lower:
                     self._m_lo = m
-                # no failure yet: grow by the secant of the margin bound through (0, m0) and (r, m),
-                # between 2× and 8× (a search order only: every radius is still proved by a probe)
-                most = 2.0 if self._fine else 8.0  # crown+ probes cost more, and more the larger the radius
-                grow = min(most, max(2.0, self._m0 / max(self._m0 - m, 1e-12))) if self._m0 > m else most
+                self._wins += 1
+                # no failure yet (a search order only: every radius is still proved by a probe) —
+                # CROWN: by the secant of the margin bound through (0, m0) and (r, m), 2× to 8×;
+                # crown+/crown++ (costlier, and more so the larger the radius): 85 % of the way to the
+                # zero of the concave model m0 − a·r² through (r, m), 1.1× to 2× (the last stage, whose
+                # probes cost most, to 1.5×)
+                if not self._fine:
+                    grow = min(8.0, max(2.0, self._m0 / max(self._m0 - m, 1e-12))) if self._m0 > m else 8.0
+                else:
+                    most = 2.0 if self._stages else 1.5
+                    grow = min(most, max(1.1, 0.85 * math.sqrt(self._m0 / (self._m0 - m)))) if self._m0 > m else most
                 nxt = r * grow if self._hi is None else self._between()
             else:
+                self._wins = 0
                 if self._hi is None or r <= self._hi:
                     self._hi, self._m_hi = r, m
                 nxt = self._between() if self.lower > 0 else r / 4
@@ -848,12 +858,14 @@ class CertifiedRadius:
         """The next radius between ``lower`` (proved) and ``_hi`` (failed): 85 % of the way to where
         the line through their margin bounds crosses zero (regula falsi; the margin bound falls ever
         faster with the radius, so the crossing itself tends to fail, and a failed probe proves
-        nothing), kept in the middle 80 % of the gap — the bisection midpoint when a margin is
-        unknown. Only a search order: the radius is then proved by a probe."""
+        nothing) — after k proofs in a row the failed end's margin counts 2^−k (the Illinois rule:
+        no creeping up from below) — kept in the middle 80 % of the gap; the bisection midpoint when
+        a margin is unknown. Only a search order: the radius is then proved by a probe."""
         lo, hi = self.lower, self._hi
         if self._m_lo is None or self._m_hi is None or not self._m_lo > TOL > self._m_hi:
             return (lo + hi) / 2
-        at = lo + 0.85 * (hi - lo) * self._m_lo / (self._m_lo - self._m_hi)
+        m_hi = self._m_hi / 2 ** self._wins
+        at = lo + (0.85 if self._wins == 0 else 1.0) * (hi - lo) * self._m_lo / (self._m_lo - m_hi)
         return min(max(at, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo))
 
     def _bab(self, r: float) -> bool:
