@@ -279,7 +279,7 @@ def bench_certify(quick: bool = False, echo: bool = True) -> dict:
     from core.msr import MSRParams, MSRSolver
     from core.msr.space import Evaluator, FlowSpace
     from core.msr.upper import GradientSearch, MinNormSearch
-    from core.verify import CertifiedRadius
+    from core.verify import CertifiedRadius, ModelBounds
     from core.video import open_video
 
     limit = 4.0 if quick else 60.0
@@ -339,7 +339,8 @@ def bench_certify(quick: bool = False, echo: bool = True) -> dict:
         rows.append(row)
         if echo:
             up = f"{upper:.1f}" if math.isfinite(upper) else "none"
-            print(f"{name}: 1 flow, 16-px blocks, ℓ2 ({space.dims} dims), {limit:.0f} s each, 1 thread", flush=True)
+            print(f"{name}: 1 flow, 16-px blocks, ℓ2 ({space.dims} dims), {limit:.0f} s each, 1 torch thread "
+                  f"(crown+ steps on {ModelBounds.workers} threads)", flush=True)
             print(f"  certified lower (sound)  {at10:.3f} after 10 s, {cert['certified_lower']:.3f} after {limit:.0f} s "
                   f"({cert['boxes']} boxes)")
             print(f"  upper (verified witness) {up}   descent alone {row['upper_descent_only']}   FMN baseline "

@@ -77,8 +77,8 @@ with st.expander("Parameters", expanded=True):
                      "crown+": "CROWN+ → CROWN++", "ibp": "IBP (intervals)"}.get,
         help="Bound propagation behind the green certified lower bound, all sound. CROWN → CROWN++ (default): "
              "interval intermediate bounds to locate the radius, then CROWN+ (linear intermediate bounds "
-             "for every ReLU, carried forward in each step's flow variables: 3–4× per probe, much tighter) "
-             "from twice that, then CROWN++ (back-substitution for the deeper ReLUs too, slower again) "
+             "for every ReLU, carried forward in each step's flow variables: 2–4× per probe, much tighter) "
+             "from the first radius CROWN failed, then CROWN++ (back-substitution for the deeper ReLUs too, slower again) "
              "from 1.25× what CROWN+ proved. α-CROWN: optimised ReLU slopes (≈ 20× per probe). Slower "
              "methods are tighter per probe but make fewer probes in the time limit.")
     node_probes = 0

@@ -666,7 +666,7 @@ def test_certified_radius_search_order(certified):
     """CROWN hands over to crown+ at its first failed radius; between a proved and a failed radius
     the next probe is 85 % of the way to the zero of the line through their margin bounds (after a
     proof from below, the whole way with the failed end's margin halved), kept in the middle 80 % of
-    the gap (the midpoint when a margin is unknown)."""
+    the gap (the midpoint when a margin is unknown, and for CROWN)."""
     sp = FlowSpace(make_clip("translate_left", 0).video, list(range(12, 15)), 16)
     cr = CertifiedRadius(certified, sp, "l2")
     seen = []
@@ -681,6 +681,9 @@ def test_certified_radius_search_order(certified):
     cr._wins = 1  # proved from below once already: the failed end's margin counts half (Illinois)
     assert cr._between() == pytest.approx(2.0 + 2.0 * 1.5 / 1.75)
     cr._wins = 0
+    cr._fine = False  # CROWN (coarse): bisection
+    assert cr._between() == pytest.approx(3.0)
+    cr._fine = True
     cr._m_lo = 0.01
     assert cr._between() == pytest.approx(2.2)
     cr._m_lo = None

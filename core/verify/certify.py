@@ -693,12 +693,15 @@ def certify(model, video: torch.Tensor, space: FlowSpace, radius: float, metric:
 class CertifiedRadius:
     """Anytime sound lower bound on the continuous MSR of one FlowSpace: call :meth:`step`.
 
-    Phase 1 bisects the radius certified on the enclosing box (no splitting). With ``refine`` (the
-    default for ``crown`` on recurrent models), once CROWN has located the radius within 1.5× it
-    continues with ``crown+`` — forward linear intermediate bounds for the CNN, 3–4× slower per probe
-    but much tighter — from twice the radius already proved, growing at most 2× per success; once
-    that is within 5 %, ``crown++`` (back-substitution for the deeper ReLUs too, slower again) tries
-    1.25× of it. A probe that would pass the time limit is abandoned, proving nothing.
+    Phase 1 searches the radius certified on the enclosing box (no splitting). With ``refine`` (the
+    default for ``crown`` on recurrent models), CROWN only locates it: at CROWN's first failed radius
+    (once something is proved) ``crown+`` takes over from that radius — forward linear intermediate
+    bounds for the CNN, 2–4× slower per probe but much tighter — growing 1.1–2× per success (85 % of
+    the way to the zero of a concave model of the margin bound); once that is within 5 %,
+    ``crown++`` (back-substitution for the deeper ReLUs too, slower again) tries 1.25× of it and
+    closes in to 2 %, growing at most 1.5×. Between a proved and a failed radius the next probe
+    follows the margin bounds (:meth:`_between`). A probe that would pass the time limit is
+    abandoned, proving nothing.
     Phase 2 tries larger radii by branch and bound. ``lower`` only ever increases; ``trace`` records
     ``(seconds, lower)``.
     """
@@ -860,10 +863,11 @@ class CertifiedRadius:
         faster with the radius, so the crossing itself tends to fail, and a failed probe proves
         nothing) — after k proofs in a row the failed end's margin counts 2^−k (the Illinois rule:
         no creeping up from below) — kept in the middle 80 % of the gap; the bisection midpoint when
-        a margin is unknown. Only a search order: the radius is then proved by a probe."""
+        a margin is unknown and in the coarse CROWN stage. Only a search order: the radius is then
+        proved by a probe."""
         lo, hi = self.lower, self._hi
-        if self._m_lo is None or self._m_hi is None or not self._m_lo > TOL > self._m_hi:
-            return (lo + hi) / 2
+        if not self._fine or self._m_lo is None or self._m_hi is None or not self._m_lo > TOL > self._m_hi:
+            return (lo + hi) / 2  # CROWN's margin bounds collapse to interval ones: no line to follow
         m_hi = self._m_hi / 2 ** self._wins
         at = lo + (0.85 if self._wins == 0 else 1.0) * (hi - lo) * self._m_lo / (self._m_lo - m_hi)
         return min(max(at, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo))
