@@ -62,7 +62,8 @@ def _ray_init(workers: int, address: str | None) -> None:
         root = str(Path(__file__).resolve().parents[1])  # workers import core from this checkout
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "VRD_THREADS": "1", "PYTHONPATH": path,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "VRD_THREADS": "1", "VRD_VERIFY_WORKERS": "1",
+                                           "PYTHONPATH": path,
                                            "VRD_DEVICE": os.environ.get("VRD_DEVICE", ""),
                                            "VRD_CACHE_DIR": os.environ.get("VRD_CACHE_DIR", "off")}})
 

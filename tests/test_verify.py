@@ -688,3 +688,16 @@ def test_certified_radius_search_order(certified):
     assert cr._between() == pytest.approx(2.2)
     cr._m_lo = None
     assert cr._between() == pytest.approx(3.0)
+
+
+def test_verify_workers_follow_the_environment():
+    """``VRD_VERIFY_WORKERS`` sets the certifier's threads (Ray workers set 1); else one per core, ≤ 4."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from core.verify import ModelBounds; print(ModelBounds.workers)"
+    for env, want in (("1", 1), ("3", 3), ("", max(1, min(4, os.cpu_count() or 1)))):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "VRD_VERIFY_WORKERS": env})
+        assert int(out.stdout.strip()) == want

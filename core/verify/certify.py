@@ -410,8 +410,10 @@ class ModelBounds:
     # (OutOfTime), α-CROWN ends its optimisation early with the best (sound) slopes so far
 
     # threads for the per-step CNN bounds of crown+/crown++ (see ``margin_bounds``): one per core up
-    # to 4 (a 15-flow crown+ probe: 16.5 s with 1, 11.1 s with 2 on the 2-core box; same bounds)
-    workers = max(1, min(4, os.cpu_count() or 1))
+    # to 4 (a 15-flow crown+ probe: 16.5 s with 1, 11.1 s with 2 on the 2-core box; same bounds);
+    # ``VRD_VERIFY_WORKERS`` overrides (Ray workers, which run one task per core, set it to 1)
+    workers = max(1, int(os.environ["VRD_VERIFY_WORKERS"]) if os.environ.get("VRD_VERIFY_WORKERS", "").isdigit()
+                  else min(4, os.cpu_count() or 1))
 
     def _out_of_time(self) -> bool:
         return time.perf_counter() > self.deadline
