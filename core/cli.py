@@ -427,7 +427,7 @@ def cmd_certify(args: argparse.Namespace) -> dict:
     cr = CertifiedRadius(clf, space, args.metric, args.method)
     log = None if args.json else (lambda r: print(f"{r['seconds']:7.2f} s  certified lower {r['certified_lower']:.5g}"))
     res = cr.run(args.time_limit, callback=log)
-    return {**info, "certified_lower": res["certified_lower"], "guarantee": "sound",
+    return {**info, "method": res["method"], "certified_lower": res["certified_lower"], "guarantee": "sound",
             "seconds": time.perf_counter() - t0, "trace": res["trace"], "boxes": res["boxes"]}
 
 

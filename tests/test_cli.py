@@ -238,3 +238,26 @@ def test_msr_cli_certified_heuristic_with_node_radii():
     assert out["certified_lower"] > 0 and out["lower"] >= out["certified_lower"] - 1e-9  # f ≥ r0
     r = run("msr", "synthetic:translate_left:0", "--node-probes", "-1", "--json")
     assert r.returncode == 2 and "node_probes" in r.stderr
+
+
+def test_certify_json_contract_and_bad_input():
+    """``python -m core certify``: the anytime run (sound lower bound, its trace, the space, the
+    methods that ran), one radius, and clear non-zero exits for absurd parameters and models that
+    cannot be certified."""
+    r = run("certify", "synthetic:translate_left:0", "--model", "cnn_lstm_certified", "--metric", "l2",
+            "--flows", "14", "--block", "16", "--time-limit", "10", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["guarantee"] == "sound" and out["certified_lower"] > 1.0 and out["model"] == "cnn_lstm_certified"
+    assert out["space"] == {"flows": [14], "block": 16, "dims": 32}
+    assert out["method"].startswith("crown → crown+") and out["seconds"] < 30  # the stages that ran
+    lows = [e["certified_lower"] for e in out["trace"]]
+    assert lows == sorted(lows) and lows[-1] == out["certified_lower"]
+    r = run("certify", "synthetic:translate_left:0", "--flows", "14", "--radius", "0.05", "--json")
+    assert r.returncode == 0, r.stderr
+    one = json.loads(r.stdout)
+    assert one["certified"] is True and one["margin_lower"] > 0 and one["radius"] == 0.05
+    bad = run("certify", "synthetic:translate_left:0", "--flows", "14", "--radius", "-1", "--json")
+    assert bad.returncode != 0 and "radius" in bad.stderr
+    bad = run("certify", "synthetic:translate_left:0", "--model", "motion_stream", "--flows", "14", "--json")
+    assert bad.returncode != 0 and "cannot be certified" in bad.stderr
