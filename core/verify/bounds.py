@@ -449,6 +449,11 @@ class LSTMCrown:
         # a shared perturbation ``z`` and ``zmin(coef)`` = min of coef·z over its domain; every bound is
         # then also concretised once over z for all steps together (the better of the two is kept)
         self.lin, self.zmin = (lin or {}), zmin
+        # a step's forms touch only the variables of the flows that move its frames: keep those columns
+        self._cols = {}
+        for t, (lc, lz, uc, uz) in self.lin.items():
+            cols = ((lz != 0) | (uz != 0)).any(0).nonzero().flatten()
+            self._cols[t] = (cols, lz[:, cols], uz[:, cols], lz.shape[1])
         self._joint = False
         self._zacc = None
         self.H = hid = rnn.hidden_size
@@ -519,9 +524,12 @@ class LSTMCrown:
             self._sym[t] = self._sym[t] + a if t in self._sym else a
             return torch.zeros(a.shape[0], dtype=a.dtype)
         if self._joint and t in self.lin:
-            lc, lz, uc, uz = self.lin[t]
+            lc, _, uc, _ = self.lin[t]
+            cols, lz, uz, width = self._cols[t]
             pos, neg = _pos_neg(a)
-            self._zacc = self._zacc + pos @ lz + neg @ uz
+            if not torch.is_tensor(self._zacc):
+                self._zacc = torch.zeros(a.shape[0], width, dtype=a.dtype)
+            self._zacc.index_add_(1, cols, pos @ lz + neg @ uz)
             return pos @ lc + neg @ uc
         c, r = (lo + hi) / 2, (hi - lo).clamp_min(0) / 2
         return a @ c - a.abs() @ r
