@@ -725,10 +725,12 @@ def test_lstm_crown_joint_mode_with_step_sparse_forms_is_sound():
         lin = {t: (c[t], m[t], c[t], m[t]) for t in range(2, steps)}
         spec = torch.randn(3, 4, generator=g, dtype=torch.float64)
         with torch.no_grad():
-            joint = LSTMCrown(rnn, xs, lin=lin, zmin=lambda a: -(a.abs() * r).sum(1)).lower(spec)
+            def zmin(a, r=r):  # min of a·z over the box |z_i| ≤ r_i
+                return -(a.abs() * r).sum(1)
+            joint = LSTMCrown(rnn, xs, lin=lin, zmin=zmin).lower(spec)
             # the same forms with every column touched (1e-13 everywhere): the dense path, same bound
             dense = {t: (lc, lz + 1e-13, uc, uz + 1e-13) for t, (lc, lz, uc, uz) in lin.items()}
-            same = LSTMCrown(rnn, xs, lin=dense, zmin=lambda a: -(a.abs() * r).sum(1)).lower(spec)
+            same = LSTMCrown(rnn, xs, lin=dense, zmin=zmin).lower(spec)
             z = (torch.rand(20_000, d, generator=g, dtype=torch.float64) * 2 - 1) * r
             z[:4000] = torch.sign(z[:4000]) * r  # corners
             x = c.unsqueeze(0) + torch.einsum("tfd,nd->ntf", m, z)
