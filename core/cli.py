@@ -461,6 +461,7 @@ def _add_attack_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from core.flow import METHODS
     from core.models.registry import DEFAULT_MODEL, MODEL_NAMES
+    from core.verify.certify import METHODS as CERT_METHODS
 
     p = _Parser(prog="python -m core", description="Video-robustness toolkit (headless).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -511,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--node-probes", type=int, default=0,
                     help="certified heuristic: bound-propagation probes per A* batch, each certifying a "
                          "radius around one node (default 0: the clip's certified radius only)")
-    sp.add_argument("--cert-method", default="crown", choices=["crown", "crown+", "crown++", "alpha", "ibp"],
+    sp.add_argument("--cert-method", default="crown", choices=CERT_METHODS,
                     help="bound propagation of the certified lower bound (see `certify --method`)")
     sp.add_argument("--max-iters", type=int, default=300)
     sp.add_argument("--time-limit", type=float, default=60.0, help="seconds")
@@ -537,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--block", type=int, default=16, help="pixels per block side")
     sp.add_argument("--radius", type=float, default=None, help="certify this radius only")
     sp.add_argument("--time-limit", type=float, default=60.0, help="seconds (anytime search)")
-    sp.add_argument("--method", default="crown", choices=["crown", "crown+", "crown++", "alpha", "ibp"],
+    sp.add_argument("--method", default="crown", choices=CERT_METHODS,
                     help="crown: CROWN with interval intermediate bounds, then crown+ once located (default); "
                          "crown+: linear intermediate bounds for every ReLU of the CNN, carried forward in each "
                          "step's flow variables (much tighter, ~3-4× slower per probe); crown++: crown+, then "

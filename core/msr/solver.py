@@ -73,8 +73,11 @@ class MSRParams:
                                 ("node_probes", self.node_probes, 0, 4096)):
             if not (isinstance(v, (int, float)) and lo <= v <= hi and not math.isnan(v)):
                 raise ParameterError(f"{name} must be in [{lo:g}, {hi:g}], got {v!r}")
-        if self.cert_method not in ("crown", "crown+", "crown++", "alpha", "ibp"):
-            raise ParameterError(f"cert_method must be crown, crown+, crown++, alpha or ibp, got {self.cert_method!r}")
+        from core.verify.certify import METHODS
+
+        if self.cert_method not in METHODS:
+            raise ParameterError(f"cert_method must be {', '.join(METHODS[:-1])} or {METHODS[-1]}, "
+                                 f"got {self.cert_method!r}")
         if self.space not in ("flow", "brightness"):
             raise ParameterError(f"space must be 'flow' or 'brightness', got {self.space!r}")
         if self.flows is None:

@@ -454,13 +454,15 @@ class ModelBounds:
         xh = torch.cat([hi[s], hi[prev]], 0).unsqueeze(0)
         layers = [_Snippet(s == 0)] + self.pre
         (pl, ph), inputs = ibp(layers, xl, xh)
+
+        def conc(a, bias):  # min of a·x + bias over the domain, x = [frame s, frame prev]
+            return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+
         if self.method in ("crown+", "crown++"):  # linear (forward) intermediate bounds for every ReLU
             inputs = forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], self.video), dom.zmin,
                                          out_of_time=self._out_of_time)
             if self.method == "crown++":  # …then back-substitution for the deeper ReLUs' unstable neurons
-                def conc_(a, bias):
-                    return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
-                inputs = refine_relu_inputs(layers, inputs, conc_, out_of_time=self._out_of_time)
+                inputs = refine_relu_inputs(layers, inputs, conc, out_of_time=self._out_of_time)
             pl, ph = ibp_layer(layers[-1], *inputs[-1])
         live = (ph.flatten() > 0).nonzero().flatten()  # features the final ReLU does not zero for sure
         cnn = form = None
@@ -473,8 +475,6 @@ class ModelBounds:
             lform = dom.linear([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
             both = lform[1] + dom.zmin(lform[0])
             if self.method == "alpha":
-                def conc(a, bias):
-                    return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
                 both = alpha_crown(layers, rows, inputs, conc, ALPHA_ITERS, out_of_time=self._out_of_time,
                                    start=both)
             pl, ph = pl.clone().flatten(), ph.clone().flatten()
@@ -799,9 +799,7 @@ class CertifiedRadius:
             coarse = self._stages and not self._fine
             if ok:
                 self._raise(r)
-                if r >= self.lower:
-                    self._m_lo = m
-                self._wins += 1
+                self._m_lo, self._wins = m, self._wins + 1
                 # no failure yet (a search order only: every radius is still proved by a probe) —
                 # CROWN: by the secant of the margin bound through (0, m0) and (r, m), 2× to 8×;
                 # crown+/crown++ (costlier, and more so the larger the radius): 85 % of the way to the

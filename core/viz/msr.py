@@ -11,9 +11,12 @@ GUARANTEE_TEXT = {"sound": "sound", "grid": "grid (FMSR only)", "conditional": "
                   "estimate": "estimate (sampled L, no guarantee)"}
 
 
-CERT_METHOD_TEXT = {"crown": "CROWN", "crown → crown+": "CROWN, then CROWN+", "crown+": "CROWN+",
-                    "crown → crown+ → crown++": "CROWN, then CROWN+, then CROWN++", "crown+ → crown++":
-                    "CROWN+, then CROWN++", "crown++": "CROWN++", "alpha": "α-CROWN", "ibp": "IBP"}
+CERT_METHOD_TEXT = {"crown": "CROWN", "crown+": "CROWN+", "crown++": "CROWN++", "alpha": "α-CROWN", "ibp": "IBP"}
+
+
+def cert_method_text(method: str) -> str:
+    """A certifier's name for the legend; stages (``"crown → crown+"``) read ``"CROWN, then CROWN+"``."""
+    return ", then ".join(CERT_METHOD_TEXT.get(m, m) for m in method.split(" → "))
 
 
 def bounds_figure(trace: list[dict], band: float | None, budget: float, title: str = "",
@@ -46,7 +49,7 @@ def bounds_figure(trace: list[dict], band: float | None, budget: float, title: s
                              marker=dict(size=4)))
     cert = [e.get("certified_lower") for e in trace]
     if any(c is not None for c in cert):
-        how = CERT_METHOD_TEXT.get(cert_method or "crown", cert_method)
+        how = cert_method_text(cert_method or "crown")
         fig.add_trace(go.Scatter(x=it, y=cert, mode="lines+markers", name=f"certified lower bound ({how} + B&B) — sound",
                                  line=dict(color="#2ca02c", width=2), marker=dict(size=4)))
     fig.add_hline(y=budget, line_dash="dot", line_color="grey", annotation_text="budget d",
