@@ -435,8 +435,8 @@ def test_crown_intermediate_bounds_contain_sampled_activations(lstm, lift, backw
     relus = [k for k, m in enumerate(layers) if isinstance(m, nn.ReLU)]
     if backward:  # crown++: back-substitution for the deeper ReLUs, never looser than the forward bounds
         fwd = refined
-        refined = cm.refine_relu_inputs(layers, fwd, lambda a, b: dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])],
-                                                                                 b, mb.video))
+        refined = cm.refine_relu_inputs(layers, fwd, lambda a, b, win=None: dom.concretize(
+            [(s, a[:, :3]), (prev, a[:, 3:])], b, mb.video, win))
         for k in relus:
             assert bool((refined[k][0] >= fwd[k][0] - 1e-12).all()) and bool((refined[k][1] <= fwd[k][1] + 1e-12).all())
         assert sum(float((refined[k][1] - refined[k][0]).sum()) for k in relus[1:]) < \
@@ -457,6 +457,47 @@ def test_crown_intermediate_bounds_contain_sampled_activations(lstm, lift, backw
             if k in relus:
                 assert bool((x >= refined[k][0] - 1e-6).all()) and bool((x <= refined[k][1] + 1e-6).all()), k
             x = m(x)
+
+
+def test_crown_plus_plus_windows_give_the_dense_bounds(lstm, monkeypatch):
+    """crown++ back-substitutes the convolutional ReLUs' neurons by spatial tiles on the input window
+    each reads (padding at the frame's border, windows cut there): exactly the bounds of the dense
+    pass, for tiles of every size (one tile = the whole grid), a tile without unstable neurons
+    included (an empty batch once crashed the process)."""
+    import sys
+
+    cm = sys.modules["core.verify.certify"]
+    sp = FlowSpace(make_clip("translate_left", 0).video, [13, 14], 16)
+    label = int(lstm.predict(sp.video)[0])
+    mb = ModelBounds(lstm, sp.video, label, "crown+")
+    dom = Domain(sp, *ball_box(sp, 1.0, "l2"), 1.0, "l2")
+    s, prev = 15, 14
+    layers = [cm._Snippet(False)] + mb.pre
+    xl = torch.cat([dom.relax[s].lo, dom.relax[prev].lo], 0).unsqueeze(0)
+    xh = torch.cat([dom.relax[s].hi, dom.relax[prev].hi], 0).unsqueeze(0)
+    _, inputs = ibp(layers, xl, xh)
+    fwd = cm.forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], mb.video), dom.zmin)
+    relus = [k for k, m in enumerate(layers) if isinstance(m, nn.ReLU)]
+    k = relus[1]  # no unstable neuron in the top-left quarter of this layer's grid
+    lo, hi = fwd[k]
+    gh = lo.shape[-2]
+    hi = hi.clone()
+    hi[..., : gh // 2, : gh // 2] = torch.minimum(hi[..., : gh // 2, : gh // 2], torch.zeros(()) - 1e-3)
+    lo = torch.minimum(lo, hi)
+    fwd[k] = (lo, hi)
+
+    def conc(a, b, win=None):
+        return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], b, mb.video, win)
+
+    windowed = {t: cm.refine_relu_inputs(layers, fwd, conc, tiles=t) for t in (1, 3, 4)}
+    monkeypatch.setattr(cm, "_spatial", lambda layers: False)
+    dense = cm.refine_relu_inputs(layers, fwd, conc)
+    assert sum(float((dense[j][1] - dense[j][0]).sum()) for j in relus[1:]) < \
+        0.98 * sum(float((fwd[j][1] - fwd[j][0]).sum()) for j in relus[1:])  # the refinement does something
+    for got in windowed.values():
+        for j in relus:
+            for e in range(2):
+                assert torch.allclose(got[j][e], dense[j][e], rtol=0, atol=1e-10), j
 
 
 def test_margin_rows_of_the_last_layer_are_exact_over_a_box():

@@ -55,7 +55,7 @@ from core.errors import ParameterError
 from core.flow import warp
 from core.msr.space import FlowSpace, check_metric
 from core.verify.bounds import (LSTMCrown, Unsupported, abs_apply, alpha_crown, crown_backward, flatten_chain, ibp,
-                                ibp_layer, is_affine, margin_lower_linear, margin_spec, recurrent_ibp, relu_relaxation)
+                                ibp_layer, is_affine, margin_lower_linear, margin_spec, recurrent_ibp, relu_relaxation, _pullback)
 
 TOL = 1e-4
 WARP_SLACK = 1e-5
@@ -201,51 +201,66 @@ class Domain:
         d = self.space.dims
         return d + d + d // 2 if self.lifted else d
 
-    def linear(self, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor, video: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def linear(self, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor, video: torch.Tensor,
+               win: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``A·x + b ≥ const + coef·z`` for every ``z`` of the domain, where ``x`` is built from frames:
         ``parts`` lists ``(frame index, A_t (R, 3, H, W))``; perturbed frames use the linear relaxation
         in ``z`` (its residual goes into ``const``). Returns ``(coef (R, width), const (R,))``: ``width``
-        is ``D``, or ``2D + D/2`` for the lifted forms (:attr:`width`, :meth:`_linear_lifted`)."""
+        is ``D``, or ``2D + D/2`` for the lifted forms (:attr:`width`, :meth:`_linear_lifted`). With
+        ``win = (y0, y1, x0, x1)`` (inclusive) the ``A_t`` cover only that window of the frames (zero
+        elsewhere)."""
         sp = self.space
         r_rows = bias.shape[0]
         const = bias.clone()
         coef = torch.zeros(r_rows, len(sp.flows), 2, sp.gh, sp.gw, dtype=torch.float64)
+        crop, blocks = self._window(r_rows, win)
         if self.lifted:
-            return self._linear_lifted(parts, const, coef, video)
+            return self._linear_lifted(parts, const, coef, video, crop, blocks)
         for t, a in parts:
             if t in self.relax:
                 w = self.relax[t]
-                const = const + (a * w.xc).flatten(1).sum(1)
-                const = const - (a.clamp_min(0) * w.elo).flatten(1).sum(1) + (a.clamp_max(0) * w.ehi).flatten(1).sum(1)
+                const = const + (a * crop(w.xc)).flatten(1).sum(1)
+                const = (const - (a.clamp_min(0) * crop(w.elo)).flatten(1).sum(1)
+                         + (a.clamp_max(0) * crop(w.ehi)).flatten(1).sum(1))
                 for c in range(2):
-                    ag = (a * w.gz[c]).sum(1)  # (R, H, W)
-                    coef[:, w.fi, c] += ag.view(r_rows, sp.gh, sp.block, sp.gw, sp.block).sum((2, 4))
+                    coef[:, w.fi, c] += blocks((a * crop(w.gz[c])).sum(1))
             else:
-                const = const + (a * video[t]).flatten(1).sum(1)
+                const = const + (a * crop(video[t])).flatten(1).sum(1)
         return coef.flatten(1), const
 
-    def _linear_lifted(self, parts, const, coef, video):
+    def _window(self, r_rows: int, win: tuple[int, int, int, int] | None):
+        """``(crop, blocks)``: the window of a per-pixel tensor, and the per-block sums ``(R, gh, gw)``
+        of a per-pixel map ``(R, h, w)`` over the window (the whole frame without ``win``)."""
+        sp = self.space
+        if win is None:
+            return (lambda x: x), (lambda x: x.view(r_rows, sp.gh, sp.block, sp.gw, sp.block).sum((2, 4)))
+        y0, y1, x0, x1 = win
+        rows = torch.arange(y0, y1 + 1) // sp.block
+        cols = torch.arange(x0, x1 + 1) // sp.block
+
+        def blocks(x: torch.Tensor) -> torch.Tensor:
+            tmp = torch.zeros(r_rows, sp.gh, x.shape[2], dtype=x.dtype).index_add_(1, rows, x)
+            return torch.zeros(r_rows, sp.gh, sp.gw, dtype=x.dtype).index_add_(2, cols, tmp)
+
+        return (lambda x: x[..., y0:y1 + 1, x0:x1 + 1]), blocks
+
+    def _linear_lifted(self, parts, const, coef, video, crop, blocks):
         """:meth:`linear` with the lifted warp forms: ``coef`` is ``[a | b | β]`` for
         ``a·z + b·|z| + β·q`` (``q`` = every block's ``z_x² + z_y²``; ``β ≤ 0`` from the cross terms)."""
         sp = self.space
         r_rows = const.shape[0]
         kink = torch.zeros_like(coef)
         quad = torch.zeros(r_rows, len(sp.flows), sp.gh, sp.gw, dtype=torch.float64)
-
-        def blocks(x: torch.Tensor) -> torch.Tensor:  # (R, H, W) → (R, gh, gw)
-            return x.view(r_rows, sp.gh, sp.block, sp.gw, sp.block).sum((2, 4))
-
         for t, a in parts:
             if t in self.lift:
                 w = self.lift[t]
-                const = const + (a * w.p0).flatten(1).sum(1) - WARP_SLACK * a.abs().flatten(1).sum(1)
+                const = const + (a * crop(w.p0)).flatten(1).sum(1) - WARP_SLACK * a.abs().flatten(1).sum(1)
                 for c in range(2):
-                    coef[:, w.fi, c] += blocks((a * w.g[c]).sum(1))
-                    kink[:, w.fi, c] += blocks((a * w.k[c]).sum(1))
-                quad[:, w.fi] -= blocks((a.abs() * w.c).sum(1))
+                    coef[:, w.fi, c] += blocks((a * crop(w.g[c])).sum(1))
+                    kink[:, w.fi, c] += blocks((a * crop(w.k[c])).sum(1))
+                quad[:, w.fi] -= blocks((a.abs() * crop(w.c)).sum(1))
             else:
-                const = const + (a * video[t]).flatten(1).sum(1)
+                const = const + (a * crop(video[t])).flatten(1).sum(1)
         return torch.cat([coef.flatten(1), kink.flatten(1), quad.flatten(1)], 1), const
 
     def _ball(self) -> tuple[float, float, float]:
@@ -345,10 +360,10 @@ class Domain:
                 l0[ch], u0[ch] = base - wr.elo, base + wr.ehi
         return big_l, big_u, l0, u0, (zi, qi)
 
-    def concretize(self, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor, video: torch.Tensor
-                   ) -> torch.Tensor:
+    def concretize(self, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor, video: torch.Tensor,
+                   win: tuple[int, int, int, int] | None = None) -> torch.Tensor:
         """``min A·x + b`` over the domain (:meth:`linear`, then :meth:`zmin`)."""
-        coef, const = self.linear(parts, bias, video)
+        coef, const = self.linear(parts, bias, video, win)
         return const + self.zmin(coef)
 
 
@@ -455,8 +470,8 @@ class ModelBounds:
         layers = [_Snippet(s == 0)] + self.pre
         (pl, ph), inputs = ibp(layers, xl, xh)
 
-        def conc(a, bias):  # min of a·x + bias over the domain, x = [frame s, frame prev]
-            return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video)
+        def conc(a, bias, win=None):  # min of a·x + bias over the domain, x = [frame s, frame prev]
+            return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video, win)
 
         if self.method in ("crown+", "crown++"):  # linear (forward) intermediate bounds for every ReLU
             inputs = forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], self.video), dom.zmin,
@@ -622,31 +637,101 @@ def forward_relu_inputs(layers: list[nn.Module], inputs: list, forms, zmin, out_
     return inputs
 
 
+def _window_backward(layers: list[nn.Module], inputs: list, spec: torch.Tensor, win: tuple[int, int, int, int]
+                     ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int]]:
+    """:func:`crown_backward` for rows that only read the positions ``win = (y0, y1, x0, x1)``
+    (inclusive) of the last layer's output, through a chain of per-pixel affine maps, ReLUs and
+    ``Conv2d`` — on windows: a row of a deep convolutional neuron reads a few input pixels (a layer-2
+    neuron of the CNRecurrent encoder 9 × 9 of 64 × 64). A convolution with padding ``P`` is the
+    unpadded convolution of the zero-padded input, so the pull-back of a window is the transposed,
+    unpadded convolution onto the window ``[y0·S − P, y1·S − P + K − 1]`` (likewise x), whose
+    coefficients on padding positions multiply zeros and are dropped. ``spec`` is ``(R, C, h, w)``
+    over the window. Returns ``(A, b, window)``: ``A`` over the input window ``(R, C_in, h', w')``."""
+    a = spec
+    bias = torch.zeros(a.shape[0], dtype=a.dtype)
+    y0, y1, x0, x1 = win
+    for k in range(len(layers) - 1, -1, -1):
+        m, (l, u) = layers[k], inputs[k]
+        if isinstance(m, nn.Conv2d):
+            if m.groups != 1 or m.dilation != (1, 1) or isinstance(m.padding, str):
+                raise Unsupported("windowed CROWN: plain convolutions only")
+            if m.bias is not None:
+                bias = bias + a.sum((2, 3)) @ m.bias
+            (sy, sx), (py, px), (ky, kx) = m.stride, m.padding, m.kernel_size
+            a = nn.functional.conv_transpose2d(a, m.weight, stride=(sy, sx))
+            y0, y1, x0, x1 = y0 * sy - py, y1 * sy - py + ky - 1, x0 * sx - px, x1 * sx - px + kx - 1
+            h, w = l.shape[-2:]
+            cy0, cx0 = max(y0, 0), max(x0, 0)
+            cy1, cx1 = min(y1, h - 1), min(x1, w - 1)
+            a = a[:, :, cy0 - y0:cy1 - y0 + 1, cx0 - x0:cx1 - x0 + 1]
+            y0, y1, x0, x1 = cy0, cy1, cx0, cx1
+        elif isinstance(m, nn.ReLU):
+            s_up, b_up, alpha = relu_relaxation(l[..., y0:y1 + 1, x0:x1 + 1], u[..., y0:y1 + 1, x0:x1 + 1])
+            pos, neg = a.clamp_min(0), a.clamp_max(0)
+            bias = bias + (neg * b_up).flatten(1).sum(1)
+            a = pos * alpha + neg * s_up
+        elif is_affine(m) and (isinstance(m, (nn.modules.batchnorm._BatchNorm, _Snippet))):  # per pixel
+            a, b = _pullback(m, a, torch.Size((1, l.shape[1], y1 - y0 + 1, x1 - x0 + 1)))
+            bias = bias + b
+        else:
+            raise Unsupported(f"windowed CROWN: layer {type(m).__name__} is not supported")
+    return a, bias, (y0, y1, x0, x1)
+
+
+def _spatial(layers: list[nn.Module]) -> bool:
+    return all(isinstance(m, (nn.Conv2d, nn.ReLU, nn.modules.batchnorm._BatchNorm, _Snippet)) for m in layers)
+
+
 def refine_relu_inputs(layers: list[nn.Module], inputs: list, concretize, skip: int = 1, chunk: int = 256,
-                       out_of_time=None) -> list:
+                       out_of_time=None, tiles: int = 4) -> list:
     """``method="crown++"``: after :func:`forward_relu_inputs`, the input interval of every ReLU but the
     first ``skip`` (the first is already exact there: an affine function of the input) is tightened by
     CROWN back-substitution through the layers before it, for its unstable neurons only, in chunks of
     ``chunk`` rows, concretised over the domain; interval arithmetic is re-run from there, intersected
     with the bounds already known. Backward CROWN keeps each path's lines per sign of its coefficient,
-    which forward bounds cannot; it costs one backward pass per unstable neuron."""
+    which forward bounds cannot; it costs one backward pass per unstable neuron. Behind a purely
+    convolutional chain the neurons go by spatial tiles (``tiles`` × ``tiles`` of the grid), each
+    back-substituted on the input window it reads (:func:`_window_backward`; the same bounds)."""
     inputs = list(inputs)
     relus = [k for k, m in enumerate(layers) if isinstance(m, nn.ReLU)]
     for k in relus[skip:]:
         lo, hi = inputs[k]
         fl, fh = lo.flatten().clone(), hi.flatten().clone()
-        idx = ((fl < 0) & (fh > 0)).nonzero().flatten()
-        for part in idx.split(chunk):
-            if out_of_time is not None and out_of_time():
-                raise OutOfTime("the probe passed its deadline")
-            n = len(part)
-            spec = torch.zeros(2 * n, fl.numel(), dtype=lo.dtype)
-            spec[torch.arange(n), part] = 1.0
-            spec[n + torch.arange(n), part] = -1.0
-            a, bias = crown_backward(layers[:k], spec, inputs[:k])
-            both = concretize(a, bias)
-            fl[part] = torch.maximum(fl[part], both[:n])
-            fh[part] = torch.minimum(fh[part], -both[n:])
+        unstable = (fl < 0) & (fh > 0)
+        if lo.dim() == 4 and _spatial(layers[:k]):
+            c, gh, gw = lo.shape[1:]
+            ty, tx = max(1, -(-gh // tiles)), max(1, -(-gw // tiles))
+            grid = unstable.view(c, gh, gw)
+            for y0 in range(0, gh, ty):
+                for x0 in range(0, gw, tx):
+                    y1, x1 = min(y0 + ty, gh) - 1, min(x0 + tx, gw) - 1
+                    cc, yy, xx = grid[:, y0:y1 + 1, x0:x1 + 1].nonzero(as_tuple=True)
+                    for part in torch.arange(len(cc)).split(chunk) if len(cc) else ():
+                        if out_of_time is not None and out_of_time():
+                            raise OutOfTime("the probe passed its deadline")
+                        n = len(part)
+                        spec = torch.zeros(2 * n, c, y1 - y0 + 1, x1 - x0 + 1, dtype=lo.dtype)
+                        spec[torch.arange(n), cc[part], yy[part], xx[part]] = 1.0
+                        spec[n + torch.arange(n), cc[part], yy[part], xx[part]] = -1.0
+                        a, bias, (wy0, wy1, wx0, wx1) = _window_backward(layers[:k], inputs[:k], spec,
+                                                                         (y0, y1, x0, x1))
+                        both = concretize(a, bias, (wy0, wy1, wx0, wx1))
+                        flat = (cc[part] * gh + yy[part] + y0) * gw + xx[part] + x0
+                        fl[flat] = torch.maximum(fl[flat], both[:n])
+                        fh[flat] = torch.minimum(fh[flat], -both[n:])
+        else:
+            idx = unstable.nonzero().flatten()
+            for part in idx.split(chunk) if len(idx) else ():
+                if out_of_time is not None and out_of_time():
+                    raise OutOfTime("the probe passed its deadline")
+                n = len(part)
+                spec = torch.zeros(2 * n, fl.numel(), dtype=lo.dtype)
+                spec[torch.arange(n), part] = 1.0
+                spec[n + torch.arange(n), part] = -1.0
+                a, bias = crown_backward(layers[:k], spec, inputs[:k])
+                both = concretize(a, bias)
+                fl[part] = torch.maximum(fl[part], both[:n])
+                fh[part] = torch.minimum(fh[part], -both[n:])
         lo, hi = fl.view_as(lo), torch.maximum(fh, fl).view_as(hi)
         for j in range(k, len(layers)):
             if j > k and isinstance(layers[j], nn.ReLU):
