@@ -410,27 +410,30 @@ def test_crown_with_crown_intermediate_bounds_is_tighter_and_sound(lstm):
         certify(lstm, video, sp, 0.5, "l2", "beta")
 
 
+def _last_step_chain(lstm, r: float, lift: bool = True):
+    """Step 15 of the regular model over flows 13 and 14 (both of its frames imposed), ℓ2 ball of
+    radius ``r``: ``(certify module, space, ModelBounds, Domain, layers, interval inputs)``."""
+    import sys
+
+    cm = sys.modules["core.verify.certify"]
+    sp = FlowSpace(make_clip("translate_left", 0).video, [13, 14], 16)
+    mb = ModelBounds(lstm, sp.video, int(lstm.predict(sp.video)[0]), "crown+")
+    dom = Domain(sp, *ball_box(sp, r, "l2"), r, "l2", lift=lift)
+    layers = [cm._Snippet(False)] + mb.pre
+    xl = torch.cat([dom.relax[15].lo, dom.relax[14].lo], 0).unsqueeze(0)
+    xh = torch.cat([dom.relax[15].hi, dom.relax[14].hi], 0).unsqueeze(0)
+    return cm, sp, mb, dom, layers, ibp(layers, xl, xh)[1]
+
+
 @pytest.mark.parametrize("lift,backward", [(True, False), (False, False), (True, True)])
 def test_crown_intermediate_bounds_contain_sampled_activations(lstm, lift, backward):
     """Every ReLU input interval of the per-frame CNN from the forward linear bounds (``crown+``,
     lifted and secant warp forms, two imposed frames) holds the real pre-activations of imposed frames
     sampled inside the ball — the whole budget on one block included — and is much tighter than
     intervals (the intermediate bounds themselves, not just the margin)."""
-    import sys
-
-    cm = sys.modules["core.verify.certify"]
-    sp = FlowSpace(make_clip("translate_left", 0).video, [13, 14], 16)
-    r = 1.0
-    label = int(lstm.predict(sp.video)[0])
-    mb = ModelBounds(lstm, sp.video, label, "crown+")
-    lo, hi = ball_box(sp, r, "l2")
-    dom = Domain(sp, lo, hi, r, "l2", lift=lift)
+    cm, sp, mb, dom, layers, inputs = _last_step_chain(lstm, 1.0, lift)
+    r, (lo, hi), (s, prev) = 1.0, ball_box(sp, 1.0, "l2"), (15, 14)
     assert dom.lifted == lift
-    s, prev = 15, 14
-    layers = [cm._Snippet(False)] + mb.pre
-    xl = torch.cat([dom.relax[s].lo, dom.relax[prev].lo], 0).unsqueeze(0)
-    xh = torch.cat([dom.relax[s].hi, dom.relax[prev].hi], 0).unsqueeze(0)
-    _, inputs = ibp(layers, xl, xh)
     refined = cm.forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], mb.video), dom.zmin)
     relus = [k for k, m in enumerate(layers) if isinstance(m, nn.ReLU)]
     if backward:  # crown++: back-substitution for the deeper ReLUs, never looser than the forward bounds
@@ -464,18 +467,8 @@ def test_crown_plus_plus_windows_give_the_dense_bounds(lstm, monkeypatch):
     each reads (padding at the frame's border, windows cut there): exactly the bounds of the dense
     pass, for tiles of every size (one tile = the whole grid), a tile without unstable neurons
     included (an empty batch once crashed the process)."""
-    import sys
-
-    cm = sys.modules["core.verify.certify"]
-    sp = FlowSpace(make_clip("translate_left", 0).video, [13, 14], 16)
-    label = int(lstm.predict(sp.video)[0])
-    mb = ModelBounds(lstm, sp.video, label, "crown+")
-    dom = Domain(sp, *ball_box(sp, 1.0, "l2"), 1.0, "l2")
+    cm, sp, mb, dom, layers, inputs = _last_step_chain(lstm, 1.0)
     s, prev = 15, 14
-    layers = [cm._Snippet(False)] + mb.pre
-    xl = torch.cat([dom.relax[s].lo, dom.relax[prev].lo], 0).unsqueeze(0)
-    xh = torch.cat([dom.relax[s].hi, dom.relax[prev].hi], 0).unsqueeze(0)
-    _, inputs = ibp(layers, xl, xh)
     fwd = cm.forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], mb.video), dom.zmin)
     relus = [k for k, m in enumerate(layers) if isinstance(m, nn.ReLU)]
     k = relus[1]  # no unstable neuron in the top-left quarter of this layer's grid
