@@ -432,7 +432,7 @@ def test_crown_intermediate_bounds_contain_sampled_activations(lstm, lift, backw
     sampled inside the ball — the whole budget on one block included — and is much tighter than
     intervals (the intermediate bounds themselves, not just the margin)."""
     cm, sp, mb, dom, layers, inputs = _last_step_chain(lstm, 1.0, lift)
-    r, (lo, hi), (s, prev) = 1.0, ball_box(sp, 1.0, "l2"), (15, 14)
+    r, (_, hi), (s, prev) = 1.0, ball_box(sp, 1.0, "l2"), (15, 14)
     assert dom.lifted == lift
     refined = cm.forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], mb.video), dom.zmin)
     relus = [k for k, m in enumerate(layers) if isinstance(m, nn.ReLU)]
@@ -467,7 +467,7 @@ def test_crown_plus_plus_windows_give_the_dense_bounds(lstm, monkeypatch):
     each reads (padding at the frame's border, windows cut there): exactly the bounds of the dense
     pass, for tiles of every size (one tile = the whole grid), a tile without unstable neurons
     included (an empty batch once crashed the process)."""
-    cm, sp, mb, dom, layers, inputs = _last_step_chain(lstm, 1.0)
+    cm, _, mb, dom, layers, inputs = _last_step_chain(lstm, 1.0)
     s, prev = 15, 14
     fwd = cm.forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], mb.video), dom.zmin)
     relus = [k for k, m in enumerate(layers) if isinstance(m, nn.ReLU)]
