@@ -642,7 +642,7 @@ def _window_backward(layers: list[nn.Module], inputs: list, spec: torch.Tensor, 
     """:func:`crown_backward` for rows that only read the positions ``win = (y0, y1, x0, x1)``
     (inclusive) of the last layer's output, through a chain of per-pixel affine maps, ReLUs and
     ``Conv2d`` — on windows: a row of a deep convolutional neuron reads a few input pixels (a layer-2
-    neuron of the CNRecurrent encoder 9 × 9 of 64 × 64). A convolution with padding ``P`` is the
+    neuron of the CNNRecurrent encoder reads 9 × 9 of 64 × 64). A convolution with padding ``P`` is the
     unpadded convolution of the zero-padded input, so the pull-back of a window is the transposed,
     unpadded convolution onto the window ``[y0·S − P, y1·S − P + K − 1]`` (likewise x), whose
     coefficients on padding positions multiply zeros and are dropped. ``spec`` is ``(R, C, h, w)``
@@ -652,9 +652,7 @@ def _window_backward(layers: list[nn.Module], inputs: list, spec: torch.Tensor, 
     y0, y1, x0, x1 = win
     for k in range(len(layers) - 1, -1, -1):
         m, (l, u) = layers[k], inputs[k]
-        if isinstance(m, nn.Conv2d):
-            if m.groups != 1 or m.dilation != (1, 1) or isinstance(m.padding, str):
-                raise Unsupported("windowed CROWN: plain convolutions only")
+        if isinstance(m, nn.Conv2d):  # plain, zero-padded (:func:`_spatial`)
             if m.bias is not None:
                 bias = bias + a.sum((2, 3)) @ m.bias
             (sy, sx), (py, px), (ky, kx) = m.stride, m.padding, m.kernel_size
@@ -670,7 +668,7 @@ def _window_backward(layers: list[nn.Module], inputs: list, spec: torch.Tensor, 
             pos, neg = a.clamp_min(0), a.clamp_max(0)
             bias = bias + (neg * b_up).flatten(1).sum(1)
             a = pos * alpha + neg * s_up
-        elif is_affine(m) and (isinstance(m, (nn.modules.batchnorm._BatchNorm, _Snippet))):  # per pixel
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, _Snippet)):  # per-pixel affine maps
             a, b = _pullback(m, a, torch.Size((1, l.shape[1], y1 - y0 + 1, x1 - x0 + 1)))
             bias = bias + b
         else:
@@ -679,7 +677,41 @@ def _window_backward(layers: list[nn.Module], inputs: list, spec: torch.Tensor, 
 
 
 def _spatial(layers: list[nn.Module]) -> bool:
-    return all(isinstance(m, (nn.Conv2d, nn.ReLU, nn.modules.batchnorm._BatchNorm, _Snippet)) for m in layers)
+    """Can :func:`_window_backward` run this chain: plain zero-padded convolutions, ReLUs and per-pixel
+    affine maps (BatchNorm in eval mode, the snippet) only."""
+    def ok(m: nn.Module) -> bool:
+        if isinstance(m, nn.Conv2d):
+            return (m.groups == 1 and m.dilation == (1, 1) and m.padding_mode == "zeros"
+                    and not isinstance(m.padding, str))
+        return isinstance(m, (nn.ReLU, _Snippet)) or (isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training)
+    return all(ok(m) for m in layers)
+
+
+def _unstable_batches(unstable: torch.Tensor, shape: torch.Size, spatial: bool, chunk: int, tiles: int):
+    """Batches of the unstable neurons of one layer for :func:`refine_relu_inputs`: ``(flat indices,
+    ±one-hot rows (2n, …), window or None)`` — by spatial tiles on windows, else over the whole layer."""
+    if spatial and len(shape) == 4:
+        c, gh, gw = shape[1:]
+        ty, tx = -(-gh // tiles), -(-gw // tiles)
+        grid = unstable.view(c, gh, gw)
+        for y0 in range(0, gh, ty):
+            for x0 in range(0, gw, tx):
+                y1, x1 = min(y0 + ty, gh) - 1, min(x0 + tx, gw) - 1
+                cc, yy, xx = grid[:, y0:y1 + 1, x0:x1 + 1].nonzero(as_tuple=True)
+                for part in torch.arange(len(cc)).split(chunk) if len(cc) else ():
+                    n = len(part)
+                    spec = torch.zeros(2 * n, c, y1 - y0 + 1, x1 - x0 + 1, dtype=torch.float64)
+                    spec[torch.arange(n), cc[part], yy[part], xx[part]] = 1.0
+                    spec[n + torch.arange(n), cc[part], yy[part], xx[part]] = -1.0
+                    yield (cc[part] * gh + yy[part] + y0) * gw + xx[part] + x0, spec, (y0, y1, x0, x1)
+        return
+    idx = unstable.nonzero().flatten()
+    for part in idx.split(chunk) if len(idx) else ():  # (an empty batch crashed torch's kernels)
+        n = len(part)
+        spec = torch.zeros(2 * n, unstable.numel(), dtype=torch.float64)
+        spec[torch.arange(n), part] = 1.0
+        spec[n + torch.arange(n), part] = -1.0
+        yield part, spec, None
 
 
 def refine_relu_inputs(layers: list[nn.Module], inputs: list, concretize, skip: int = 1, chunk: int = 256,
@@ -697,41 +729,18 @@ def refine_relu_inputs(layers: list[nn.Module], inputs: list, concretize, skip: 
     for k in relus[skip:]:
         lo, hi = inputs[k]
         fl, fh = lo.flatten().clone(), hi.flatten().clone()
-        unstable = (fl < 0) & (fh > 0)
-        if lo.dim() == 4 and _spatial(layers[:k]):
-            c, gh, gw = lo.shape[1:]
-            ty, tx = max(1, -(-gh // tiles)), max(1, -(-gw // tiles))
-            grid = unstable.view(c, gh, gw)
-            for y0 in range(0, gh, ty):
-                for x0 in range(0, gw, tx):
-                    y1, x1 = min(y0 + ty, gh) - 1, min(x0 + tx, gw) - 1
-                    cc, yy, xx = grid[:, y0:y1 + 1, x0:x1 + 1].nonzero(as_tuple=True)
-                    for part in torch.arange(len(cc)).split(chunk) if len(cc) else ():
-                        if out_of_time is not None and out_of_time():
-                            raise OutOfTime("the probe passed its deadline")
-                        n = len(part)
-                        spec = torch.zeros(2 * n, c, y1 - y0 + 1, x1 - x0 + 1, dtype=lo.dtype)
-                        spec[torch.arange(n), cc[part], yy[part], xx[part]] = 1.0
-                        spec[n + torch.arange(n), cc[part], yy[part], xx[part]] = -1.0
-                        a, bias, (wy0, wy1, wx0, wx1) = _window_backward(layers[:k], inputs[:k], spec,
-                                                                         (y0, y1, x0, x1))
-                        both = concretize(a, bias, (wy0, wy1, wx0, wx1))
-                        flat = (cc[part] * gh + yy[part] + y0) * gw + xx[part] + x0
-                        fl[flat] = torch.maximum(fl[flat], both[:n])
-                        fh[flat] = torch.minimum(fh[flat], -both[n:])
-        else:
-            idx = unstable.nonzero().flatten()
-            for part in idx.split(chunk) if len(idx) else ():
-                if out_of_time is not None and out_of_time():
-                    raise OutOfTime("the probe passed its deadline")
-                n = len(part)
-                spec = torch.zeros(2 * n, fl.numel(), dtype=lo.dtype)
-                spec[torch.arange(n), part] = 1.0
-                spec[n + torch.arange(n), part] = -1.0
-                a, bias = crown_backward(layers[:k], spec, inputs[:k])
-                both = concretize(a, bias)
-                fl[part] = torch.maximum(fl[part], both[:n])
-                fh[part] = torch.minimum(fh[part], -both[n:])
+        batches = _unstable_batches((fl < 0) & (fh > 0), lo.shape, _spatial(layers[:k]), chunk, tiles)
+        for flat, spec, win in batches:
+            if out_of_time is not None and out_of_time():
+                raise OutOfTime("the probe passed its deadline")
+            n = len(flat)
+            if win is None:
+                both = concretize(*crown_backward(layers[:k], spec.to(lo.dtype), inputs[:k]))
+            else:
+                a, bias, win = _window_backward(layers[:k], inputs[:k], spec.to(lo.dtype), win)
+                both = concretize(a, bias, win)
+            fl[flat] = torch.maximum(fl[flat], both[:n])
+            fh[flat] = torch.minimum(fh[flat], -both[n:])
         lo, hi = fl.view_as(lo), torch.maximum(fh, fl).view_as(hi)
         for j in range(k, len(layers)):
             if j > k and isinstance(layers[j], nn.ReLU):
