@@ -597,19 +597,30 @@ def _relu_forms(form: tuple[torch.Tensor, torch.Tensor], live: torch.Tensor, pl:
     return lc, lz, uc, uz
 
 
-def forward_relu_inputs(layers: list[nn.Module], inputs: list, forms, zmin, out_of_time=None) -> list:
+def forward_relu_inputs(layers: list[nn.Module], inputs: list, forms, zmin, out_of_time=None,
+                        windows: bool = True) -> list:
     """The intermediate bounds of ``method="crown+"``: linear bounds carried *forward* through the
     chain (forward LiRPA; Xu et al. 2020, "Automatic perturbation analysis", §3.2) in the few
     perturbation variables of one step (:meth:`Domain.step_forms`) — every neuron's lower and upper
     form, ``W⁺L + W⁻U`` through affine layers, CROWN's ReLU lines (lower ``α·L``, upper
     ``s·U + b``) — concretised over the domain at every ReLU (:meth:`Domain.zmin` with ``sub``) and
     intersected with interval arithmetic. One pass costs a few forward convolutions per variable
-    instead of a backward pass per unstable neuron; through the first layer it is exact."""
+    instead of a backward pass per unstable neuron; through the first layer it is exact. With
+    ``windows`` the convolutional prefix carries each variable's forms only where they can be non-zero
+    (:func:`_forward_windows`; the same bounds)."""
     big_l, big_u, l0, u0, sub = forms
     ll, uu, cl, cu = big_l, big_u, l0.unsqueeze(0), u0.unsqueeze(0)
     inputs = list(inputs)
     lo, hi = inputs[0]
+    start = 0
+    if windows and ll.dim() == 4:  # the convolutional prefix on windows, then the rest dense
+        while start < len(layers) and _spatial(layers[start:start + 1]):
+            start += 1
+        if start:
+            ll, uu, cl, cu, lo, hi = _forward_windows(layers[:start], inputs, ll, uu, cl, cu, zmin, sub, out_of_time)
     for k, m in enumerate(layers):
+        if k < start:
+            continue
         if out_of_time is not None and out_of_time():
             raise OutOfTime("the probe passed its deadline")
         if isinstance(m, nn.ReLU):
@@ -635,6 +646,84 @@ def forward_relu_inputs(layers: list[nn.Module], inputs: list, forms, zmin, out_
             raise Unsupported(f"forward bounds: layer {type(m).__name__} is not supported")
         lo, hi = ibp_layer(m, lo, hi)
     return inputs
+
+
+def _conv_window(m: nn.Conv2d, x: torch.Tensor, win: tuple[int, int, int, int], out_hw: tuple[int, int],
+                 weight: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """The linear part of a plain zero-padded convolution applied to forms that vanish outside the
+    window ``win`` (inclusive) of its input: the outputs whose receptive field meets the window,
+    computed as the unpadded convolution of the window zero-extended to their receptive fields."""
+    y0, y1, x0, x1 = win
+    (sy, sx), (py, px), (ky, kx) = m.stride, m.padding, m.kernel_size
+    o0 = max(0, -((-(y0 + py - ky + 1)) // sy))
+    o1 = min(out_hw[0] - 1, (y1 + py) // sy)
+    q0 = max(0, -((-(x0 + px - kx + 1)) // sx))
+    q1 = min(out_hw[1] - 1, (x1 + px) // sx)
+    pad = (x0 - (q0 * sx - px), q1 * sx - px + kx - 1 - x1, y0 - (o0 * sy - py), o1 * sy - py + ky - 1 - y1)
+    return nn.functional.conv2d(nn.functional.pad(x, pad), weight, None, (sy, sx)), (o0, o1, q0, q1)
+
+
+def _forward_windows(layers: list[nn.Module], inputs: list, ll, uu, cl, cu, zmin, sub, out_of_time):
+    """:func:`forward_relu_inputs` through a chain of plain convolutions, ReLUs and per-pixel affine
+    maps (:func:`_spatial`) with each variable's forms kept on the window where they can be non-zero:
+    a flow variable moves one block of a frame, so its form in a conv layer is supported on that
+    block's receptive field (grown by each kernel), a fraction of the frame. Variables are grouped by
+    the bounding box of their support; at every ReLU their forms are assembled for the concretisation.
+    Updates ``inputs`` in place and returns the dense ``(ll, uu, cl, cu, lo, hi)`` after the chain."""
+    v = ll.shape[0]
+    sup = ((ll != 0) | (uu != 0)).any(1)
+    rows, cols = sup.any(2), sup.any(1)
+    boxes: dict[tuple[int, int, int, int], list[int]] = {}
+    for i in range(v):
+        ys, xs = rows[i].nonzero().flatten(), cols[i].nonzero().flatten()
+        if len(ys):  # a variable that touches nothing here keeps zero forms
+            boxes.setdefault((int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1])), []).append(i)
+    groups = []
+    for (y0, y1, x0, x1), idx in boxes.items():
+        ix = torch.tensor(idx)
+        groups.append([(y0, y1, x0, x1), ix, ll[ix][..., y0:y1 + 1, x0:x1 + 1], uu[ix][..., y0:y1 + 1, x0:x1 + 1]])
+
+    def dense():
+        dl = torch.zeros(v, *cl.shape[1:], dtype=cl.dtype)
+        du = torch.zeros_like(dl)
+        for (y0, y1, x0, x1), ix, gl, gu in groups:
+            dl[ix, :, y0:y1 + 1, x0:x1 + 1] = gl
+            du[ix, :, y0:y1 + 1, x0:x1 + 1] = gu
+        return dl, du
+
+    lo, hi = inputs[0]
+    for k, m in enumerate(layers):
+        if out_of_time is not None and out_of_time():
+            raise OutOfTime("the probe passed its deadline")
+        if isinstance(m, nn.ReLU):
+            dl, du = dense()
+            fl = cl.flatten() + zmin(dl.flatten(1).T, sub)
+            fu = cu.flatten() - zmin(-du.flatten(1).T, sub)
+            lo = torch.maximum(lo, fl.view_as(lo))
+            hi = torch.maximum(torch.minimum(hi, fu.view_as(hi)), lo)
+            inputs[k] = (lo, hi)
+            s_up, b_up, alpha = relu_relaxation(lo, hi)
+            for g in groups:
+                y0, y1, x0, x1 = g[0]
+                g[2], g[3] = g[2] * alpha[..., y0:y1 + 1, x0:x1 + 1], g[3] * s_up[..., y0:y1 + 1, x0:x1 + 1]
+            cl, cu = cl * alpha, cu * s_up + b_up
+        else:
+            inputs[k] = (lo, hi)
+            m0 = m(torch.zeros_like(cl))
+            mid, rad = m((cl + cu) / 2) - m0, abs_apply(m, (cu - cl) / 2)
+            out_hw = mid.shape[-2:]
+            cl, cu = mid - rad + m0, mid + rad + m0
+            for g in groups:
+                x, r = (g[2] + g[3]) / 2, (g[3] - g[2]) / 2
+                if isinstance(m, nn.Conv2d):
+                    lin, win = _conv_window(m, x, g[0], out_hw, m.weight)
+                    rad_g, _ = _conv_window(m, r, g[0], out_hw, m.weight.abs())
+                else:  # per pixel
+                    lin, win, rad_g = m(x) - m(torch.zeros_like(x)), g[0], abs_apply(m, r)
+                g[0], g[2], g[3] = win, lin - rad_g, lin + rad_g
+        lo, hi = ibp_layer(m, lo, hi)
+    ll, uu = dense()
+    return ll, uu, cl, cu, lo, hi
 
 
 def _window_backward(layers: list[nn.Module], inputs: list, spec: torch.Tensor, win: tuple[int, int, int, int]
