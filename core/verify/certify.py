@@ -597,6 +597,16 @@ def _relu_forms(form: tuple[torch.Tensor, torch.Tensor], live: torch.Tensor, pl:
     return lc, lz, uc, uz
 
 
+def _relu_input(ll, uu, cl, cu, lo, hi, zmin, sub):
+    """A ReLU's input bounds from the forward forms (concretised over the domain, intersected with the
+    intervals ``[lo, hi]``) and CROWN's lines for it: ``(lo, hi, (s_up, b_up, alpha))``."""
+    fl = cl.flatten() + zmin(ll.flatten(1).T, sub)
+    fu = cu.flatten() - zmin(-uu.flatten(1).T, sub)
+    lo = torch.maximum(lo, fl.view_as(lo))
+    hi = torch.maximum(torch.minimum(hi, fu.view_as(hi)), lo)
+    return lo, hi, relu_relaxation(lo, hi)
+
+
 def forward_relu_inputs(layers: list[nn.Module], inputs: list, forms, zmin, out_of_time=None,
                         windows: bool = True) -> list:
     """The intermediate bounds of ``method="crown+"``: linear bounds carried *forward* through the
@@ -624,12 +634,8 @@ def forward_relu_inputs(layers: list[nn.Module], inputs: list, forms, zmin, out_
         if out_of_time is not None and out_of_time():
             raise OutOfTime("the probe passed its deadline")
         if isinstance(m, nn.ReLU):
-            fl = cl.flatten() + zmin(ll.flatten(1).T, sub)
-            fu = cu.flatten() - zmin(-uu.flatten(1).T, sub)
-            lo = torch.maximum(lo, fl.view_as(lo))
-            hi = torch.maximum(torch.minimum(hi, fu.view_as(hi)), lo)
+            lo, hi, (s_up, b_up, alpha) = _relu_input(ll, uu, cl, cu, lo, hi, zmin, sub)
             inputs[k] = (lo, hi)
-            s_up, b_up, alpha = relu_relaxation(lo, hi)
             ll, cl = ll * alpha, cl * alpha
             uu, cu = uu * s_up, cu * s_up + b_up
         elif is_affine(m):
@@ -696,13 +702,8 @@ def _forward_windows(layers: list[nn.Module], inputs: list, ll, uu, cl, cu, zmin
         if out_of_time is not None and out_of_time():
             raise OutOfTime("the probe passed its deadline")
         if isinstance(m, nn.ReLU):
-            dl, du = dense()
-            fl = cl.flatten() + zmin(dl.flatten(1).T, sub)
-            fu = cu.flatten() - zmin(-du.flatten(1).T, sub)
-            lo = torch.maximum(lo, fl.view_as(lo))
-            hi = torch.maximum(torch.minimum(hi, fu.view_as(hi)), lo)
+            lo, hi, (s_up, b_up, alpha) = _relu_input(*dense(), cl, cu, lo, hi, zmin, sub)
             inputs[k] = (lo, hi)
-            s_up, b_up, alpha = relu_relaxation(lo, hi)
             for g in groups:
                 y0, y1, x0, x1 = g[0]
                 g[2], g[3] = g[2] * alpha[..., y0:y1 + 1, x0:x1 + 1], g[3] * s_up[..., y0:y1 + 1, x0:x1 + 1]
