@@ -454,8 +454,10 @@ class LSTMCrown:
         for t, (lc, lz, uc, uz) in self.lin.items():
             cols = ((lz != 0) | (uz != 0)).any(0).nonzero().flatten()
             self._cols[t] = (cols, lz[:, cols], uz[:, cols], lz.shape[1])
-        self._joint = False
+        # joint mode, while a back-substitution runs: the z-coefficients and the constants' change
+        # from the per-step boxes to the joint forms (``None`` when the joint bound is not wanted)
         self._zacc = None
+        self._jdelta = 0.0
         self.H = hid = rnn.hidden_size
         self.W, self.U = rnn.weight_ih_l0, rnn.weight_hh_l0
         self.b = rnn.bias_ih_l0 + rnn.bias_hh_l0
@@ -519,35 +521,39 @@ class LSTMCrown:
     _sym: dict | None = None  # when set (by :meth:`linear`), coefficients of boxed steps are collected
 
     def _concretize(self, a: torch.Tensor, t: int) -> torch.Tensor:
+        """``min a·x_t`` over step ``t``'s box; in joint mode also the same term through the step's
+        linear forms in ``z`` (collected in ``_zacc`` and ``_jdelta``, concretised once at the end)."""
         lo, hi = self.xs[t]
         if self._sym is not None and bool((hi > lo).any()):
             self._sym[t] = self._sym[t] + a if t in self._sym else a
             return torch.zeros(a.shape[0], dtype=a.dtype)
-        if self._joint and t in self.lin:
+        c, r = (lo + hi) / 2, (hi - lo).clamp_min(0) / 2
+        box = a @ c - a.abs() @ r
+        if self._zacc is not None and t in self.lin:
             lc, _, uc, _ = self.lin[t]
             cols, lz, uz, width = self._cols[t]
             pos, neg = _pos_neg(a)
             if not torch.is_tensor(self._zacc):
                 self._zacc = torch.zeros(a.shape[0], width, dtype=a.dtype)
             self._zacc.index_add_(1, cols, pos @ lz + neg @ uz)
-            return pos @ lc + neg @ uc
-        c, r = (lo + hi) / 2, (hi - lo).clamp_min(0) / 2
-        return a @ c - a.abs() @ r
+            self._jdelta = self._jdelta + (pos @ lc + neg @ uc - box)
+        return box
 
     def _finish(self, t: int, lam_h, lam_c, const, acc, coef_o=None, pend=None) -> torch.Tensor:
         """Back-substitute from step ``t`` (with ``coef_o`` given, the h-part of step ``t`` is done;
         ``pend = (s, a)``: a term ``a·x_s`` still to concretise); in joint mode the better of the
-        per-step-box and the joint concretisation."""
-        box = self._finish_once(t, lam_h, lam_c, const, acc, coef_o, pend)
+        per-step-box and the joint concretisation, both from the same pass (they differ only in how
+        each step's term ``a·x_s`` is concretised)."""
         if not self.lin or self._sym is not None:
-            return box
-        self._joint, self._zacc = True, 0.0
+            return self._finish_once(t, lam_h, lam_c, const, acc, coef_o, pend)
+        self._zacc, self._jdelta = 0.0, 0.0
         try:
-            joint = self._finish_once(t, lam_h, lam_c, const, acc, coef_o, pend)
+            box = self._finish_once(t, lam_h, lam_c, const, acc, coef_o, pend)
+            joint = box + self._jdelta
             if torch.is_tensor(self._zacc):
                 joint = joint + self.zmin(self._zacc)
         finally:
-            self._joint, self._zacc = False, None
+            self._zacc, self._jdelta = None, 0.0
         return torch.maximum(box, joint)
 
     def _finish_once(self, t: int, lam_h, lam_c, const, acc, coef_o=None, pend=None) -> torch.Tensor:
