@@ -106,6 +106,59 @@ def test_lifted_warp_forms_hold_pointwise_and_their_minimum_is_a_lower_bound(met
     assert bool((const + dom.zmin(coef) > k2 + sec.zmin(c2)).all())
 
 
+def _zmin_lifted_reference(dom, coef, sub=None):
+    """The lifted minimum as first written: the box bound always, the knapsack by a full sort."""
+    zi, qi = sub if sub is not None else (slice(None), slice(None))
+    lo, hi = dom.zlo[zi], dom.zhi[zi]
+    d = lo.shape[0]
+    a, b, beta = coef[:, :d], coef[:, d:2 * d], coef[:, 2 * d:]
+    per = torch.minimum(a * lo + b * lo.abs(), a * hi + b * hi.abs())
+    best = torch.where((lo <= 0) & (hi >= 0), per.clamp_max(0), per).sum(1)
+    cap = torch.maximum(dom.zlo.square(), dom.zhi.square()).view(len(dom.space.flows), 2, -1).sum(1).flatten()[qi]
+    total = float(cap.sum())
+    if dom.radius is not None:
+        p, q, rz = dom._ball()
+        best = torch.maximum(best, -rz * torch.linalg.vector_norm((a.abs() - b).clamp_min(0), ord=q, dim=1))
+        total = min(total, rz * rz) if p <= 2.0 else total
+    gain = (-beta).clamp_min(0)
+    order = torch.argsort(gain, dim=1, descending=True)
+    c_sorted = cap[order]
+    fill = torch.minimum(c_sorted, (total - (torch.cumsum(c_sorted, 1) - c_sorted)).clamp_min(0))
+    return best - (gain.gather(1, order) * fill).sum(1)
+
+
+@pytest.mark.parametrize("metric,radius", [("l2", 3.0), ("l2", 15.0), ("l1", 20.0)])
+def test_lifted_minimum_skips_only_what_cannot_matter(metric, radius):
+    """The fast lifted minimum (no box bound when the box holds the ball; the knapsack sorts only the
+    blocks that can be filled) equals the full computation on the ball's box, on sub-boxes of it
+    (split, shrunk, some coordinates pinned to 0: blocks with no room) and on a column subset."""
+    sp = FlowSpace(make_clip("rotate_cw", 2000004).video, [6, 7], 16)
+    lo, hi = ball_box(sp, radius, metric)
+    g = torch.Generator().manual_seed(5)
+    d, nb = sp.dims, sp.gh * sp.gw  # z: per flow, x of every block, then y
+    lo2, hi2 = lo.clone(), hi.clone()
+    lo2[:5] = 0.0  # a half-space split
+    hi2[5:9] = 0.3 * hi[5:9]
+    for b in (9, 10, 12):  # pinned: no room left in these blocks of the first flow…
+        lo2[b], hi2[b], lo2[nb + b], hi2[nb + b] = 0.0, 0.0, 0.0, 0.0
+    lo2[13], hi2[13] = 0.0, 0.0  # …and only y in this one
+    for zlo, zhi in ((lo, hi), (lo2, hi2)):
+        dom = Domain(sp, zlo, zhi, radius, metric)
+        assert dom.lifted
+        coef = torch.randn(40, dom.width, generator=g, dtype=torch.float64)
+        coef[:10, 2 * d:] = -coef[:10, 2 * d:].abs()  # every block worth filling
+        coef[10:12, 2 * d:] = 0.0  # ties: nothing to gain
+        coef[12:20, 2 * d + 9] = -50.0  # most to gain in a block with no room
+        ref, fast = _zmin_lifted_reference(dom, coef), dom.zmin(coef)
+        assert torch.allclose(fast, ref, rtol=0, atol=1e-12), (fast - ref).abs().max()
+        zi = torch.tensor([0, 1, 9, 10, nb, nb + 1, nb + 9, nb + 10])  # blocks 0, 1, 9, 10 of the first flow
+        qi = torch.tensor([0, 1, 9, 10])
+        sub_coef = torch.randn(8, 8 + 8 + 4, generator=g, dtype=torch.float64)
+        sub_coef[:4, -2] = -50.0
+        ref, fast = _zmin_lifted_reference(dom, sub_coef, (zi, qi)), dom.zmin(sub_coef, (zi, qi))
+        assert torch.allclose(fast, ref, rtol=0, atol=1e-12), (fast - ref).abs().max()
+
+
 @pytest.mark.parametrize("lift", [True, False])
 def test_step_forms_bound_the_imposed_frames_pointwise(lift):
     """:meth:`Domain.step_forms` of two frames (one imposed by each flow): ``L·w(z) + l0 ≤ x(z) ≤

@@ -279,21 +279,31 @@ class Domain:
         lo, hi = self.zlo[zi], self.zhi[zi]
         d = lo.shape[0]
         a, b, beta = coef[:, :d], coef[:, d:2 * d], coef[:, 2 * d:]
-        at_lo, at_hi = a * lo + b * lo.abs(), a * hi + b * hi.abs()
-        per = torch.minimum(at_lo, at_hi)
-        per = torch.where((lo <= 0) & (hi >= 0), per.clamp_max(0), per)
-        best = per.sum(1)
         cap = torch.maximum(self.zlo.square(), self.zhi.square()).view(len(self.space.flows), 2, -1).sum(1).flatten()[qi]
         total = float(cap.sum())
+        best, rz = None, math.inf
         if self.radius is not None:
             p, q, rz = self._ball()
-            ball = -rz * torch.linalg.vector_norm((a.abs() - b).clamp_min(0), ord=q, dim=1)
-            best = torch.maximum(best, ball)
+            best = -rz * torch.linalg.vector_norm((a.abs() - b).clamp_min(0), ord=q, dim=1)
             if p <= 2.0:
                 total = min(total, rz * rz)  # ‖z‖₂ ≤ ‖z‖_p
-        gain = (-beta).clamp_min(0)
-        order = torch.argsort(gain, dim=1, descending=True)
-        g_sorted, c_sorted = gain.gather(1, order), cap[order]
+        # the box's bound, where the box does not contain the ball (sub-boxes of branch and bound;
+        # a box containing the ball has its minimum over a superset, never above the ball's)
+        if best is None or float(lo.max()) > -rz or float(hi.min()) < rz:
+            at_lo, at_hi = a * lo + b * lo.abs(), a * hi + b * hi.abs()
+            per = torch.minimum(at_lo, at_hi)
+            per = torch.where((lo <= 0) & (hi >= 0), per.clamp_max(0), per)
+            best = per.sum(1) if best is None else torch.maximum(best, per.sum(1))
+        # greedy fill by decreasing gain; every block filled before the last takes its whole cap, so
+        # at most ⌊total / smallest positive cap⌋ + 1 blocks get any: only those are sorted (blocks
+        # with no cap get gain 0, so they cannot take a place from one that has)
+        gain = torch.where(cap > 0, (-beta).clamp_min(0), torch.zeros_like(beta))
+        pos = cap[cap > 0]
+        if not len(pos):
+            return best
+        k = min(gain.shape[1], int(total / float(pos.min())) + 2)  # + 1 more for rounding
+        g_sorted, order = torch.topk(gain, k, dim=1)
+        c_sorted = cap[order]
         before = torch.cumsum(c_sorted, 1) - c_sorted
         fill = torch.minimum(c_sorted, (total - before).clamp_min(0))
         return best - (g_sorted * fill).sum(1)
