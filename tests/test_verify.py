@@ -5,6 +5,7 @@ never beat the bounds; CROWN is never looser than IBP; exact comparison on a tin
 import pytest
 import torch
 from torch import nn
+from torch import nn
 
 from core.data import make_clip
 from core.models import load_classifier
@@ -104,6 +105,30 @@ def test_lifted_warp_forms_hold_pointwise_and_their_minimum_is_a_lower_bound(met
     sec = Domain(sp, lo, hi, radius, metric, lift=False)
     c2, k2 = sec.linear(parts, torch.zeros(6, dtype=torch.float64), sp.video)
     assert bool((const + dom.zmin(coef) > k2 + sec.zmin(c2)).all())
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (nn.Linear(7, 5), (1, 7)), (nn.Conv2d(3, 4, 3, padding=1), (1, 3, 9, 9)),
+    (nn.Conv2d(3, 4, 3, stride=2, padding=1), (1, 3, 9, 9)), (nn.Conv2d(3, 4, 3, stride=2, padding=1), (1, 3, 8, 8)),
+    (nn.Conv2d(4, 4, 5, stride=3, padding=2, groups=2), (1, 4, 11, 10)),
+    (nn.Conv2d(3, 4, 3, dilation=2, padding=2, bias=False), (1, 3, 8, 8)), (nn.BatchNorm2d(3), (1, 3, 5, 5))])
+def test_direct_pullbacks_equal_the_vector_jacobian_products(layer, shape):
+    """``_pullback``'s direct rules (a matrix product, the convolution's input gradient, a channel
+    scale) give ``(A W, A f(0))`` exactly as autograd's vector-Jacobian products do."""
+    from torch.func import vjp, vmap
+
+    from core.verify.bounds import _pullback
+
+    torch.manual_seed(0)
+    m = layer.double().eval()
+    if isinstance(m, nn.BatchNorm2d):
+        m.running_mean.normal_(), m.running_var.uniform_(0.5, 2.0), m.weight.data.normal_(), m.bias.data.normal_()
+    out0, pull = vjp(m, torch.zeros(shape, dtype=torch.float64))
+    a = torch.randn(6, *out0.shape[1:], dtype=torch.float64)
+    (ref,) = vmap(pull)(a.unsqueeze(1))
+    g, b = _pullback(m, a, torch.Size(shape))
+    assert g.shape == ref.squeeze(1).shape
+    assert torch.allclose(g, ref.squeeze(1), atol=1e-12) and torch.allclose(b, (a * out0).flatten(1).sum(1), atol=1e-12)
 
 
 def _zmin_lifted_reference(dom, coef, sub=None):
