@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--node-probes", type=int, default=0,
                     help="certified heuristic: bound-propagation probes per A* batch, each certifying a "
                          "radius around one node (default 0: the clip's certified radius only)")
-    sp.add_argument("--cert-method", default="crown", choices=CERT_METHODS,
+    sp.add_argument("--cert-method", default="crown+", choices=CERT_METHODS,
                     help="bound propagation of the certified lower bound (see `certify --method`)")
     sp.add_argument("--max-iters", type=int, default=300)
     sp.add_argument("--time-limit", type=float, default=60.0, help="seconds")
@@ -538,12 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--block", type=int, default=16, help="pixels per block side")
     sp.add_argument("--radius", type=float, default=None, help="certify this radius only")
     sp.add_argument("--time-limit", type=float, default=60.0, help="seconds (anytime search)")
-    sp.add_argument("--method", default="crown", choices=CERT_METHODS,
-                    help="crown: CROWN with interval intermediate bounds, then crown+ once located (default); "
-                         "crown+: linear intermediate bounds for every ReLU of the CNN, carried forward in each "
-                         "step's flow variables (much tighter, ~3-4× slower per probe); crown++: crown+, then "
-                         "back-substitution for the unstable neurons of the deeper ReLUs (tighter again, ~4× "
-                         "slower); alpha: α-CROWN, optimised "
+    sp.add_argument("--method", default="crown+", choices=CERT_METHODS,
+                    help="crown+ (default): linear intermediate bounds for every ReLU of the CNN, carried "
+                         "forward in each step's flow variables, then crown++ once located; crown: CROWN with "
+                         "interval intermediate bounds until its first failed radius, then crown+ (looser, and "
+                         "no faster on many flows); crown++: crown+, then back-substitution for the unstable "
+                         "neurons of the deeper ReLUs (tighter, slower per probe); alpha: α-CROWN, optimised "
                          "ReLU lower slopes (10 Adam steps, ~10-40× slower); ibp: intervals")
     from core.attacks import METHODS as ATTACKS
 

@@ -72,15 +72,16 @@ with st.expander("Parameters", expanded=True):
     time_limit = float(c[3].number_input("Time limit (s)", 1.0, 3600.0, D.time_limit, key="msr_time"))
     c = st.columns(4)
     cert_method = c[0].selectbox(
-        "Certified bound by", ["crown", "alpha", "crown+", "ibp"], key="msr_cert_method",
-        format_func={"crown": "CROWN → CROWN++", "alpha": "α-CROWN (slowest)",
+        "Certified bound by", ["crown+", "crown", "alpha", "ibp"], key="msr_cert_method",
+        format_func={"crown": "CROWN → CROWN+ → CROWN++", "alpha": "α-CROWN (slowest)",
                      "crown+": "CROWN+ → CROWN++", "ibp": "IBP (intervals)"}.get,
-        help="Bound propagation behind the green certified lower bound, all sound. CROWN → CROWN++ (default): "
-             "interval intermediate bounds to locate the radius, then CROWN+ (linear intermediate bounds "
-             "for every ReLU, carried forward in each step's flow variables: 2–4× per probe, much tighter) "
-             "from the first radius CROWN failed, then CROWN++ (back-substitution for the deeper ReLUs too, slower again) "
-             "from 1.25× what CROWN+ proved. α-CROWN: optimised ReLU slopes (≈ 20× per probe). Slower "
-             "methods are tighter per probe but make fewer probes in the time limit.")
+        help="Bound propagation behind the green certified lower bound, all sound. CROWN+ → CROWN++ (default): "
+             "CROWN+ (linear intermediate bounds for every ReLU, carried forward in each step's flow "
+             "variables) locates and bisects the radius, then CROWN++ (back-substitution for the deeper "
+             "ReLUs too, slower per probe) tries 1.25× what CROWN+ proved. CROWN → …: CROWN with interval "
+             "intermediate bounds first, until its first failed radius (looser, and on 15 flows no faster). "
+             "α-CROWN: optimised ReLU slopes (≈ 20× per probe). Slower methods are tighter per probe but "
+             "make fewer probes in the time limit.")
     node_probes = 0
     if heuristic == "certified":
         node_probes = int(c[1].number_input(

@@ -190,6 +190,7 @@ def test_msr_page_certified_heuristic_with_node_radii_and_alpha_crown():
     at.multiselect(key="msr_flows").set_value([14])
     at.selectbox(key="msr_heur").set_value("certified")
     at.run()
+    assert at.selectbox(key="msr_cert_method").value == "crown+"  # the default: CROWN+ → CROWN++
     at.selectbox(key="msr_cert_method").set_value("alpha")
     at.number_input(key="msr_node_probes").set_value(1)
     at.number_input(key="msr_time").set_value(8.0)

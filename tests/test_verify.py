@@ -5,7 +5,6 @@ never beat the bounds; CROWN is never looser than IBP; exact comparison on a tin
 import pytest
 import torch
 from torch import nn
-from torch import nn
 
 from core.data import make_clip
 from core.models import load_classifier
@@ -732,7 +731,7 @@ def test_certified_radius_refines_with_crown_plus_and_keeps_its_time_limit(certi
     import time
 
     sp = FlowSpace(make_clip("translate_left", 0).video, list(range(8, 15)), 16)
-    cr = CertifiedRadius(certified, sp, "l2")
+    cr = CertifiedRadius(certified, sp, "l2", method="crown")
     for _ in range(60):  # the CROWN bisection, probe by probe, until it hands over to crown+
         if cr.method != "crown":
             break
@@ -753,7 +752,7 @@ def test_certified_radius_refines_with_crown_plus_and_keeps_its_time_limit(certi
     z = torch.randn(64, sp.dims, generator=g, dtype=torch.float64)
     z = z / sp.norm(z, "l2").unsqueeze(1) * res["certified_lower"]
     assert float(ev.margins(z).min()) > 0
-    assert CertifiedRadius(certified, sp, "l2", refine=False).run(time_limit=3.0)["method"] == "crown"
+    assert CertifiedRadius(certified, sp, "l2", refine=False).run(time_limit=3.0)["method"] == "crown+"  # default
 
 
 def test_certified_radius_goes_on_with_crown_plus_plus_and_only_rises(lstm):
@@ -763,7 +762,7 @@ def test_certified_radius_goes_on_with_crown_plus_plus_and_only_rises(lstm):
     import time
 
     sp = _space(14)
-    cr = CertifiedRadius(lstm, sp, "l2")
+    cr = CertifiedRadius(lstm, sp, "l2", method="crown")
     t0 = time.perf_counter()
     while "crown++" not in cr.method and time.perf_counter() - t0 < 60:
         cr.step()
@@ -797,7 +796,7 @@ def test_certified_radius_search_order(certified):
     proof from below, the whole way with the failed end's margin halved), kept in the middle 80 % of
     the gap (the midpoint when a margin is unknown, and for CROWN)."""
     sp = FlowSpace(make_clip("translate_left", 0).video, list(range(12, 15)), 16)
-    cr = CertifiedRadius(certified, sp, "l2")
+    cr = CertifiedRadius(certified, sp, "l2", method="crown")
     seen = []
     probe = cr._box_margin
     cr._box_margin = lambda lo, hi, r: seen.append((r, probe(lo, hi, r))) or seen[-1][1]
@@ -817,6 +816,49 @@ def test_certified_radius_search_order(certified):
     assert cr._between() == pytest.approx(2.2)
     cr._m_lo = None
     assert cr._between() == pytest.approx(3.0)
+
+
+def test_crown_plus_first_locates_fast_then_grows_carefully(certified):
+    """The default pipeline starts with crown+ (no CROWN stage): until a probe first fails it grows
+    like CROWN did (up to 8× per proof, by the concave model of the margin bound), afterwards at most
+    2× (crown++, the last stage: 1.5×); the radii it proves hold for random points on the sphere."""
+    sp = FlowSpace(make_clip("translate_left", 0).video, list(range(12, 15)), 16)
+    cr = CertifiedRadius(certified, sp, "l2")
+    assert cr.method == "crown+"
+    seen = []
+    probe = cr._box_margin
+    cr._box_margin = lambda lo, hi, r: seen.append((r, probe(lo, hi, r))) or seen[-1][1]
+    while cr.phase == "bisect" and len(seen) < 8:  # (branch and bound after that: not this test's)
+        cr.step()
+    first_fail = next(i for i, (_, m) in enumerate(seen) if m <= 0)
+    grows = [seen[i + 1][0] / seen[i][0] for i in range(first_fail)]
+    assert max(grows) > 2.5 and max(grows) <= 8.0 + 1e-9  # locating: faster than the careful 2×
+    assert cr.lower > 1.0 and "crown →" not in cr.method
+    ev = Evaluator(certified, sp)
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(64, sp.dims, generator=g, dtype=torch.float64)
+    z = z / sp.norm(z, "l2").unsqueeze(1) * cr.lower
+    assert float(ev.margins(z).min()) > 0
+    # the caps, with a margin bound that barely moves (the concave model would grow without end)
+    cr = CertifiedRadius(certified, sp, "l2")
+    cr._box_margin = lambda lo, hi, r: 0.999 * cr._m0
+    cr._try = 1.0
+    cr.step()
+    assert cr._try == pytest.approx(8.0)  # nothing failed yet
+    cr._failed, cr._try = True, 1.0
+    cr.step()
+    assert cr._try == pytest.approx(2.0)  # crown+ after a failure
+    cr._stages, cr._try = [], 1.0
+    cr.step()
+    assert cr._try == pytest.approx(1.5)  # the last stage after a failure
+    cr = CertifiedRadius(certified, sp, "l2")  # a real failure, then the next stage from 0.5
+    margins = iter([-1.0, 0.999 * cr._m0])
+    cr._box_margin = lambda lo, hi, r: next(margins)
+    cr._try = 1.0
+    cr.step()
+    assert cr._refine(0.5) and cr.method == "crown+ → crown++"
+    cr.step()
+    assert cr.lower == 0.5 and cr._try == pytest.approx(0.75)
 
 
 def test_verify_workers_follow_the_environment():

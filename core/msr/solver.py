@@ -58,7 +58,7 @@ class MSRParams:
     frames: list[int] | None = None  # brightness: frames to brighten; default: all
     upper: bool = True  # run the gradient search too
     node_probes: int = 0  # certified heuristic: bound-propagation probes per A* batch (own radius per node)
-    cert_method: str = "crown"  # bound propagation of the certified lower bound: crown, crown+, crown++, alpha, ibp
+    cert_method: str = "crown+"  # bound propagation of the certified lower bound: crown+, crown, crown++, alpha, ibp
 
     def validate(self, frames_in_video: int) -> MSRParams:
         from core.types import Heuristic, parse

@@ -866,7 +866,7 @@ def min_norm(space: FlowSpace, lo: torch.Tensor, hi: torch.Tensor, metric: str) 
 
 
 def certify(model, video: torch.Tensor, space: FlowSpace, radius: float, metric: str = "l2",
-            method: str = "crown", label: int | None = None) -> dict:
+            method: str = "crown+", label: int | None = None) -> dict:
     """Is every flow perturbation with ``‖δ‖_p ≤ radius`` safe? (enclosing box, no splitting)
 
     Returns ``{certified, margin_lower, radius, metric, method, seconds}``: ``certified`` means the
@@ -902,7 +902,7 @@ class CertifiedRadius:
     ``(seconds, lower)``.
     """
 
-    def __init__(self, model, space: FlowSpace, metric: str = "l2", method: str = "crown",
+    def __init__(self, model, space: FlowSpace, metric: str = "l2", method: str = "crown+",
                  upper: float | None = None, max_boxes: int = 256, refine: bool = True) -> None:
         self.p = check_metric(metric)
         self.clf = as_classifier(model).fork()
@@ -928,6 +928,7 @@ class CertifiedRadius:
         self._m_lo: float | None = None  # the margin bounds of this stage at ``lower`` and ``_hi``
         self._m_hi: float | None = None
         self._wins = 0  # probes proved in a row since the last failure
+        self._failed = False  # has any probe failed yet (any stage)?
         self._try = None
         self.phase = "bisect"
         self.done = False
@@ -996,17 +997,17 @@ class CertifiedRadius:
                 self._m_lo, self._wins = m, self._wins + 1
                 # no failure yet (a search order only: every radius is still proved by a probe) —
                 # CROWN: by the secant of the margin bound through (0, m0) and (r, m), 2× to 8×;
-                # crown+/crown++ (costlier, and more so the larger the radius): 85 % of the way to the
-                # zero of the concave model m0 − a·r² through (r, m), 1.1× to 2× (the last stage, whose
-                # probes cost most, to 1.5×)
+                # crown+/crown++: 85 % of the way to the zero of the concave model m0 − a·r² through
+                # (r, m), 1.1× to 8× while nothing has failed yet in any stage (locating the radius),
+                # then to 2× (the last stage, whose probes cost most, to 1.5×)
                 if not self._fine:
                     grow = min(8.0, max(2.0, self._m0 / max(self._m0 - m, 1e-12))) if self._m0 > m else 8.0
                 else:
-                    most = 2.0 if self._stages else 1.5
+                    most = 8.0 if not self._failed else (2.0 if self._stages else 1.5)
                     grow = min(most, max(1.1, 0.85 * math.sqrt(self._m0 / (self._m0 - m)))) if self._m0 > m else most
                 nxt = r * grow if self._hi is None else self._between()
             else:
-                self._wins = 0
+                self._wins, self._failed = 0, True
                 if self._hi is None or r <= self._hi:
                     self._hi, self._m_hi = r, m
                 nxt = self._between() if self.lower > 0 else r / 4
