@@ -357,6 +357,8 @@ def test_certified_radius_is_monotone_and_safe(c3d):
     res = cr.run(time_limit=8)
     lows = [t["certified_lower"] for t in res["trace"]]
     assert res["certified_lower"] > 0 and lows == sorted(lows)
+    # no per-step CNN for crown+ to tighten: the default runs CROWN, and says so
+    assert res["method"] == "crown" and certify(c3d, sp.video, sp, 0.01)["method"] == "crown"
 
 
 def test_unsupported_models_say_why():

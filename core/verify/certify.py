@@ -456,9 +456,10 @@ class ModelBounds:
             raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         # crown+ tightens the CNN's intermediate bounds (recurrent models; c3d: crown); alpha optimises
         # the ReLU lower slopes of the final CROWN passes (α-CROWN)
-        self.method = method
         self.kind = "recurrent" if isinstance(self.m, CNNRecurrent) else "c3d"
         assert isinstance(self.m, (CNNRecurrent, C3D))
+        # c3d has no per-step CNN for crown+/crown++ to tighten: it runs (and is named) crown
+        self.method = "crown" if self.kind == "c3d" and method in ("crown+", "crown++") else method
         with torch.no_grad():
             if self.kind == "recurrent":
                 self.eta = self.m.features(self.video.unsqueeze(0))[0]  # (T, F)
@@ -882,7 +883,7 @@ def certify(model, video: torch.Tensor, space: FlowSpace, radius: float, metric:
     mb = ModelBounds(clf, space.video, label, method)
     lo, hi = ball_box(space, radius, metric)
     m = float(mb.margin_lower(Domain(space, lo, hi, radius, metric)).min())
-    return {"certified": m > TOL, "margin_lower": m, "radius": radius, "metric": metric, "method": method,
+    return {"certified": m > TOL, "margin_lower": m, "radius": radius, "metric": metric, "method": mb.method,
             "seconds": time.perf_counter() - t0, "guarantee": "sound"}
 
 
@@ -911,6 +912,7 @@ class CertifiedRadius:
         with torch.no_grad():
             self._m0 = float(self.clf.margin_of(self.clf.logits(space.video.unsqueeze(0))[0], self.label))
         self.mb = ModelBounds(self.clf, space.video, self.label, method)
+        self.method = method = self.mb.method  # what really runs (c3d: crown for crown+)
         self.mb_nodes = self.mb  # A* node radii keep the fast method
         # the methods still to come, each from what the one before proved: CROWN locates the radius,
         # crown+ (forward intermediate bounds) bisects it, crown++ (…and back-substitution for the
