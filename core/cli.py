@@ -421,8 +421,8 @@ def cmd_certify(args: argparse.Namespace) -> dict:
             "metric": args.metric, "method": args.method}
     if args.radius is not None:
         out = certify(clf, video, space, args.radius, args.metric, args.method)
-        return {**info, "certified": out["certified"], "margin_lower": out["margin_lower"], "radius": args.radius,
-                "guarantee": "sound", "seconds": out["seconds"]}
+        return {**info, "method": out["method"], "certified": out["certified"], "margin_lower": out["margin_lower"],
+                "radius": args.radius, "guarantee": "sound", "seconds": out["seconds"]}
     t0 = time.perf_counter()
     cr = CertifiedRadius(clf, space, args.metric, args.method)
     log = None if args.json else (lambda r: print(f"{r['seconds']:7.2f} s  certified lower {r['certified_lower']:.5g}"))

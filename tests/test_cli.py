@@ -257,6 +257,10 @@ def test_certify_json_contract_and_bad_input():
     assert r.returncode == 0, r.stderr
     one = json.loads(r.stdout)
     assert one["certified"] is True and one["margin_lower"] > 0 and one["radius"] == 0.05
+    assert one["method"] == "crown+"  # the default, and what ran
+    r = run("certify", "synthetic:translate_left:0", "--model", "c3d", "--flows", "14", "--radius", "0.05", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["method"] == "crown"  # c3d: crown+ has no per-step CNN to tighten, CROWN runs
     bad = run("certify", "synthetic:translate_left:0", "--flows", "14", "--radius", "-1", "--json")
     assert bad.returncode != 0 and "radius" in bad.stderr
     bad = run("certify", "synthetic:translate_left:0", "--model", "motion_stream", "--flows", "14", "--json")
