@@ -890,13 +890,13 @@ def certify(model, video: torch.Tensor, space: FlowSpace, radius: float, metric:
 class CertifiedRadius:
     """Anytime sound lower bound on the continuous MSR of one FlowSpace: call :meth:`step`.
 
-    Phase 1 searches the radius certified on the enclosing box (no splitting). With ``refine`` (the
-    default for ``crown`` on recurrent models), CROWN only locates it: at CROWN's first failed radius
-    (once something is proved) ``crown+`` takes over from that radius — forward linear intermediate
-    bounds for the CNN, 2–4× slower per probe but much tighter — growing 1.1–2× per success (85 % of
-    the way to the zero of a concave model of the margin bound); once that is within 5 %,
-    ``crown++`` (back-substitution for the deeper ReLUs too, slower again) tries 1.25× of it and
-    closes in to 2 %, growing at most 1.5×. Between a proved and a failed radius the next probe
+    Phase 1 searches the radius certified on the enclosing box (no splitting). The default
+    ``crown+`` (forward linear intermediate bounds for the CNN) locates it, growing up to 8× per
+    success until a probe first fails (85 % of the way to the zero of a concave model of the margin
+    bound), then 1.1–2×, and closes in to 5 %; with ``refine`` (recurrent models) ``crown++``
+    (back-substitution for the deeper ReLUs too, slower per probe) then tries 1.25× of it and closes
+    in to 2 %, growing at most 1.5×. With ``method="crown"``, CROWN (interval intermediate bounds)
+    comes first and hands over to ``crown+`` at its first failed radius. Between a proved and a failed radius the next probe
     follows the margin bounds (:meth:`_between`). A probe that would pass the time limit is
     abandoned, proving nothing.
     Phase 2 tries larger radii by branch and bound. ``lower`` only ever increases; ``trace`` records
@@ -907,7 +907,7 @@ class CertifiedRadius:
                  upper: float | None = None, max_boxes: int = 256, refine: bool = True) -> None:
         self.p = check_metric(metric)
         self.clf = as_classifier(model).fork()
-        self.space, self.metric, self.method = space, metric, method
+        self.space, self.metric = space, metric
         self.label = self.clf.predict(space.video)[0]
         with torch.no_grad():
             self._m0 = float(self.clf.margin_of(self.clf.logits(space.video.unsqueeze(0))[0], self.label))
