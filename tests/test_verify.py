@@ -173,14 +173,93 @@ def test_lifted_minimum_skips_only_what_cannot_matter(metric, radius):
         coef[:10, 2 * d:] = -coef[:10, 2 * d:].abs()  # every block worth filling
         coef[10:12, 2 * d:] = 0.0  # ties: nothing to gain
         coef[12:20, 2 * d + 9] = -50.0  # most to gain in a block with no room
-        ref, fast = _zmin_lifted_reference(dom, coef), dom.zmin(coef)
+        ref, fast = _zmin_lifted_reference(dom, coef), dom.zmin(coef, tight=False)
         assert torch.allclose(fast, ref, rtol=0, atol=1e-12), (fast - ref).abs().max()
         zi = torch.tensor([0, 1, 9, 10, nb, nb + 1, nb + 9, nb + 10])  # blocks 0, 1, 9, 10 of the first flow
         qi = torch.tensor([0, 1, 9, 10])
         sub_coef = torch.randn(8, 8 + 8 + 4, generator=g, dtype=torch.float64)
         sub_coef[:4, -2] = -50.0
-        ref, fast = _zmin_lifted_reference(dom, sub_coef, (zi, qi)), dom.zmin(sub_coef, (zi, qi))
+        ref, fast = _zmin_lifted_reference(dom, sub_coef, (zi, qi)), dom.zmin(sub_coef, (zi, qi), tight=False)
         assert torch.allclose(fast, ref, rtol=0, atol=1e-12), (fast - ref).abs().max()
+
+
+def _in_box_and_ball(n, lo, hi, radius, p, g):
+    """``n`` points of ``{lo ≤ z ≤ hi, ‖z‖_p ≤ radius}`` (the box holds 0): random directions at
+    random radii and on the sphere, clipped to the box (which keeps them in the ball)."""
+    z = torch.randn(n, lo.shape[0], generator=g, dtype=torch.float64)
+    if p == 1.0:
+        z = z.sign() * torch.empty_like(z).exponential_(generator=g)
+    rad = torch.rand(n, 1, generator=g, dtype=torch.float64) ** 0.3
+    rad[: n // 4] = 1.0
+    z = z / torch.linalg.vector_norm(z, ord=p, dim=1, keepdim=True) * radius * rad
+    return torch.maximum(torch.minimum(z, hi), lo)
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0])
+def test_box_ball_minimum_bounds_the_intersection_and_is_exact_when_convex(p):
+    """:func:`box_ball_min` (the Lagrangian dual over box ∩ ball): below the objective at every sampled
+    point of the intersection, sphere and faces included; for convex rows (``b ≥ 0``, ``β = 0``) as
+    high as the best multiplier of a dense scan (strong duality: the true minimum); over the ball's
+    own box equal to the ball's dual-norm bound; where the box cuts the ball, never looser than the
+    better of the separate box and ball bounds, and tighter on most rows."""
+    from core.verify.certify import _box_ball_dual, box_ball_min
+
+    g = torch.Generator().manual_seed(11)
+    rows, d, rz = 16, 6, 0.7
+    a = torch.randn(rows, d, generator=g, dtype=torch.float64)
+    b = torch.randn(rows, d, generator=g, dtype=torch.float64) * 0.5
+    beta = -torch.rand(rows, d, generator=g, dtype=torch.float64) * 0.3
+    b[:6], beta[:6] = b[:6].abs(), 0.0  # convex rows
+    lo, hi = torch.full((d,), -rz, dtype=torch.float64), torch.full((d,), rz, dtype=torch.float64)
+    lo[0], hi[1], lo[2], hi[3] = 0.0, 0.0, -0.3, 0.05  # cuts (a split at 0 on both sides, two shrinks)
+    bound = box_ball_min(a, b, beta, lo, hi, rz, p)
+    z = _in_box_and_ball(200_000, lo, hi, rz, p, g)
+    f = z @ a.T + z.abs() @ b.T + (z * z) @ beta.T
+    assert bool((bound <= f.min(0).values + 1e-9).all())
+    mus = torch.logspace(-6, 4, 4000, dtype=torch.float64)
+    scan = torch.stack([_box_ball_dual(a[:6], b[:6], beta[:6], lo, hi, rz, p, mu.expand(6), False)[0] for mu in mus]).max(0).values
+    assert bool((bound[:6] >= scan - (1e-6 if p == 2.0 else 2e-3) * (1 + scan.abs())).all())
+    # linear forms: over the ball's own box the ball's bound; over the cut box tighter than the separate bounds
+    zero = torch.zeros_like(a)
+    full = box_ball_min(a, zero, zero, -torch.full((d,), rz, dtype=torch.float64), torch.full((d,), rz, dtype=torch.float64), rz, p)
+    ball = -rz * torch.linalg.vector_norm(a, ord=2.0 if p == 2.0 else float("inf"), dim=1)
+    assert torch.allclose(full, ball, rtol=0, atol=1e-6 if p == 2.0 else 2e-3)
+    cut = box_ball_min(a, zero, zero, lo, hi, rz, p)
+    box = torch.minimum(a * lo, a * hi).sum(1)
+    sep = torch.maximum(box, ball)
+    tol = 1e-6 if p == 2.0 else 2e-3  # the multiplier is located in float32
+    assert bool((cut >= sep - tol).all()) and int((cut > sep + 1e-2).sum()) >= rows // 2
+
+
+@pytest.mark.parametrize("metric,radius", [("l2", 3.0), ("l2", 12.0), ("l1", 20.0)])
+def test_joint_minimum_of_lifted_forms_is_sound_and_tighter(metric, radius):
+    """:meth:`Domain.zmin` with the joint bound over box ∩ ball (:meth:`Domain.zmin_dual`) on real
+    lifted warp forms, on the ball's box and on a branch-and-bound sub-box: below the form at every
+    sampled point of the domain, never looser than the separate bounds, tighter on most rows."""
+    sp = FlowSpace(make_clip("rotate_cw", 2000004).video, [6, 7], 16)
+    lo, hi = ball_box(sp, radius, metric)
+    lo2, hi2 = lo.clone(), hi.clone()
+    lo2[:6] = 0.0
+    hi2[40:50] = 0.2 * hi[40:50]
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(24, 3, 64, 64, generator=g, dtype=torch.float64)
+    parts = [(7, a), (8, -0.5 * a)]
+    p = 2.0 if metric == "l2" else 1.0
+    d, nb = sp.dims, sp.gh * sp.gw
+    for zlo, zhi in ((lo, hi), (lo2, hi2)):
+        dom = Domain(sp, zlo, zhi, radius, metric)
+        assert dom.lifted and dom.dual_pays and dom.clipped == (zlo is lo2)
+        coef, const = dom.linear(parts, torch.zeros(24, dtype=torch.float64), sp.video)
+        z = _in_box_and_ball(4000, zlo, zhi, radius / sp.weight(metric), p, g)
+        q = z.view(-1, 2, 2, nb).square().sum(2).flatten(1)
+        form = const + z @ coef[:, :d].T + z.abs() @ coef[:, d:2 * d].T + q @ coef[:, 2 * d:].T
+        joint, sep = dom.zmin(coef), dom.zmin(coef, tight=False)
+        assert bool((const + joint <= form.min(0).values + 1e-9).all())
+        assert bool((joint >= sep).all()) and int((joint > sep + 1e-6).sum()) >= 12
+        one = torch.zeros(1, dom.width, dtype=torch.float64)
+        one[0, 2 * d + nb + 3] = -1.0  # −q of block 3 of the second flow: at most the whole ball
+        rz = radius / sp.weight(metric)
+        assert float(dom.zmin_dual(one)[0]) == pytest.approx(-rz * rz, rel=1e-3)  # (below it: sound)
 
 
 @pytest.mark.parametrize("lift", [True, False])
@@ -513,7 +592,10 @@ def test_crown_intermediate_bounds_contain_sampled_activations(lstm, lift, backw
     cm, sp, mb, dom, layers, inputs = _last_step_chain(lstm, 1.0, lift)
     r, (_, hi), (s, prev) = 1.0, ball_box(sp, 1.0, "l2"), (15, 14)
     assert dom.lifted == lift
-    refined = cm.forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], mb.video), dom.zmin)
+    # as ModelBounds runs it: the separate concretisation, the joint one for the neurons left unstable
+    refined = cm.forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], mb.video),
+                                     lambda a, sub: dom.zmin(a, sub, tight=False),
+                                     tighten=dom.zmin_dual if dom.dual_pays else None)
     relus = [k for k, m in enumerate(layers) if isinstance(m, nn.ReLU)]
     if backward:  # crown++: back-substitution for the deeper ReLUs, never looser than the forward bounds
         fwd = refined
@@ -913,3 +995,63 @@ def test_lstm_crown_joint_mode_with_step_sparse_forms_is_sound():
             sampled = (rnn(x)[0][:, -1] @ spec.T).min(0).values
         assert bool((joint <= sampled + 1e-9).all()), (trial, joint, sampled)
         assert torch.allclose(joint, same, atol=1e-8), (trial, joint, same)
+
+
+def test_branch_and_bound_boxes_are_sound_and_the_joint_bound_pays(lstm, monkeypatch):
+    """A branch-and-bound sub-box of the ℓ2 ball (crown++): random and PGD points of box ∩ ball keep a
+    margin above its bound, and the joint concretisation over box ∩ ball (:meth:`Domain.zmin_dual`)
+    gives a tighter bound than the separate box and ball bounds."""
+    sp = _space(14)
+    ev = Evaluator(lstm, sp)
+    mb = ModelBounds(lstm, sp.video, ev.label, "crown++")
+    radius = 4.0
+    lo, hi = ball_box(sp, radius, "l2")
+    z0 = torch.zeros(sp.dims, dtype=torch.float64)
+    grad = ev.margin_and_grad(z0)[1]
+    top = grad.abs().argsort(descending=True)[:4]  # split where the margin falls: keep the worse halves
+    lo, hi = lo.clone(), hi.clone()
+    for i in top.tolist():
+        (lo if float(grad[i]) < 0 else hi)[i] = 0.0
+    dom = Domain(sp, lo, hi, radius, "l2")
+    assert dom.clipped
+    bound = float(mb.margin_lower(dom).min())
+    rz = radius / sp.weight("l2")
+    g = torch.Generator().manual_seed(9)
+    z = _in_box_and_ball(256, lo, hi, rz, 2.0, g)
+    assert float(ev.margins(z).min()) >= bound - 1e-4
+    x = z0.clone()  # PGD on the margin, projected onto box ∩ ball
+    for _ in range(15):
+        x = x - 0.1 * rz * ev.margin_and_grad(x)[1].sign()
+        x = torch.maximum(torch.minimum(x, hi), lo)
+        x = x * min(1.0, rz / float(x.norm()))
+        assert float(ev.margins(x.unsqueeze(0))[0]) >= bound - 1e-4
+    monkeypatch.setattr(Domain, "dual_pays", property(lambda self: False))
+    separate = float(mb.margin_lower(Domain(sp, lo, hi, radius, "l2")).min())
+    assert bound > separate + 0.05
+
+
+def test_branch_and_bound_schedule(certified):
+    """Branch and bound starts at the radius the last bisection probe failed at, splitting its root box
+    unprobed; after a success it tries 1.05×; after giving up (box budget), halfway to the failed
+    radius, until within 1 %; every radius it reports was proved by all its boxes."""
+    sp = _space(14)
+    cr = CertifiedRadius(certified, sp, "l2", max_boxes=3)
+    cr.phase, cr.lower, cr._hi = "bab", 1.0, 1.03
+    full = ball_box(sp, 1.03, "l2")
+    seen = []
+    cr._box_margin = lambda lo, hi, r: seen.append((r, torch.equal(lo, full[0]) and torch.equal(hi, full[1]))) or 1.0
+    cr.step()
+    assert cr.lower == 1.03 and seen and not any(root for _, root in seen)  # the root box was not probed again
+    assert {r for r, _ in seen} == {1.03}
+    seen.clear()
+    cr._box_margin = lambda lo, hi, r: seen.append((r, False)) or -1.0  # nothing certifies: the budget ends it
+    cr.step()
+    assert cr.lower == 1.03 and cr._bab_fail == pytest.approx(1.03 * 1.05) and not cr.done
+    tried = []
+    while not cr.done and len(tried) < 10:
+        seen.clear()
+        cr.step()
+        tried += [seen[0][0]] if seen else []
+    assert tried[0] == pytest.approx((1.03 + 1.03 * 1.05) / 2)  # halfway…
+    assert all(b < a for a, b in zip(tried, tried[1:])) and cr.done  # …and closer each time, then done
+    assert cr._bab_fail <= 1.03 * 1.01 + 1e-12

@@ -178,13 +178,81 @@ def warp_bounds(space: FlowSpace, lo: torch.Tensor, hi: torch.Tensor) -> dict[in
     return {t: (r.lo, r.hi) for t, r in warp_relax(space, lo, hi).items()}
 
 
+def _side_min(s: torch.Tensor, kappa: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(min, argmin)`` of ``s·z + κ·z²`` over ``z ∈ [lo, hi]`` elementwise (``+inf`` where the interval is
+    empty): the better end, or the vertex ``−s/2κ`` where ``κ > 0`` puts it inside."""
+    f_lo, f_hi = lo * (s + kappa * lo), hi * (s + kappa * hi)
+    first = f_lo <= f_hi
+    val, arg = torch.where(first, f_lo, f_hi), torch.where(first, lo, hi)
+    v = -s / (2 * kappa).clamp_min(1e-30)
+    inside = (kappa > 0) & (v > lo) & (v < hi)
+    val, arg = torch.where(inside, s * v / 2, val), torch.where(inside, v, arg)  # s·v + κv² = s·v/2
+    return torch.where(lo <= hi, val, torch.full_like(val, math.inf)), arg
+
+
+def _box_ball_dual(a, b, beta, lo, hi, rz: float, p: float, mu: torch.Tensor, slope: bool = True):
+    """``g(μ)`` of :func:`box_ball_min` per row (``μ (R,)``) and, with ``slope``, its supergradient
+    ``Σ φ(z_i*) − φ(rz)`` (else ``None``)."""
+    m = mu.unsqueeze(1)
+    if p == 2.0:
+        kap, sp, sn, rhs = beta + m, a + b, a - b, mu * (rz * rz)
+    else:
+        kap, sp, sn, rhs = beta, a + b + m, a - b - m, mu * rz
+    vp, zp = _side_min(sp, kap, lo.clamp_min(0), hi)  # z ≥ 0
+    vn, zn = _side_min(sn, kap, lo, hi.clamp_max(0))  # z ≤ 0
+    val = torch.minimum(vp, vn).sum(1) - rhs
+    if not slope:
+        return val, None
+    z = torch.where(vp <= vn, zp, zn)
+    return val, ((z * z).sum(1) - rz * rz if p == 2.0 else z.abs().sum(1) - rz)
+
+
+def box_ball_min(a: torch.Tensor, b: torch.Tensor, beta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                 rz: float, p: float, iters: int = 14, chunk: int = 4096) -> torch.Tensor:
+    """A lower bound of ``min Σ_i a_i z_i + b_i |z_i| + β_i z_i²`` over ``{lo ≤ z ≤ hi, ‖z‖_p ≤ rz}``
+    (``p`` = 1 or 2), per row of ``a, b, β (R, D)`` — the minimum over the box ∩ ball *jointly*, where
+    the separate bounds take the better of the box's and the ball's for ``a·z + b·|z|`` and fill the
+    quadratic part on its own (:meth:`Domain._zmin_lifted`).
+
+    Lagrangian duality: for every ``μ ≥ 0``,
+    ``g(μ) = Σ_i min_{lo_i ≤ z_i ≤ hi_i} [a_i z_i + b_i |z_i| + β_i z_i² + μ φ(z_i)] − μ φ(rz)``,
+    ``φ(z) = z²`` (``p = 2``) or ``|z|`` (``p = 1``; then ``φ(rz)`` = ``rz``), is below the minimum (weak
+    duality), and each inner minimum is closed-form (a quadratic on each side of 0, :func:`_side_min`).
+    ``g`` is concave: ``iters`` bisection steps on the sign of its supergradient ``Σ φ(z_i*) − φ(rz)``
+    over ``log μ`` locate the best ``μ`` (in float32, fast), then ``g`` is evaluated there and at
+    ``μ = 0`` (the box alone) in float64 — sound at every ``μ``, exact for convex objectives
+    (``β ≥ 0``) up to the bisection's resolution."""
+    out = []
+    for k in range(0, a.shape[0], chunk):
+        ak, bk, qk = a[k:k + chunk], b[k:k + chunk], beta[k:k + chunk]
+        f32 = [x.float() for x in (ak, bk, qk, lo, hi)]
+        scale = ((ak.abs() + bk.abs()).sum(1) / max(rz, 1e-12) + (qk.abs().amax(1) if qk.shape[1] else 0.0)
+                 + 1e-12).log().float()
+        x0, x1 = scale - 20.0, scale + 6.0
+        best_v = torch.full_like(scale, -math.inf)
+        best_x = x0.clone()
+        for _ in range(iters):
+            mid = (x0 + x1) / 2
+            val, slope = _box_ball_dual(*f32, rz, p, mid.exp())
+            better = val > best_v
+            best_v, best_x = torch.where(better, val, best_v), torch.where(better, mid, best_x)
+            up = slope > 0  # the constraint is violated: a larger multiplier
+            x0, x1 = torch.where(up, mid, x0), torch.where(up, x1, mid)
+        at, _ = _box_ball_dual(ak, bk, qk, lo, hi, rz, p, best_x.double().exp(), slope=False)
+        box, _ = _box_ball_dual(ak, bk, qk, lo, hi, rz, p, torch.zeros_like(at), slope=False)
+        out.append(torch.maximum(at, box))
+    return torch.cat(out) if out else torch.zeros(0, dtype=a.dtype)
+
+
 class Domain:
     """The perturbation set: the box ``[zlo, zhi]`` intersected with the ball ``‖δ(z − centre)‖_p ≤ radius``
     (centre 0 unless given: the ball around a node of the A* search)."""
 
     def __init__(self, space: FlowSpace, zlo: torch.Tensor, zhi: torch.Tensor, radius: float | None,
-                 metric: str, centre: torch.Tensor | None = None, lift: bool = True) -> None:
+                 metric: str, centre: torch.Tensor | None = None, lift: bool = True, joint: bool = True) -> None:
         self.space, self.zlo, self.zhi, self.radius, self.metric = space, zlo.double(), zhi.double(), radius, metric
+        self.joint = joint  # the joint bound of the lifted forms on the ball's own box too (:attr:`dual_pays`)
         self.centre = None if centre is None else centre.double().cpu()
         self.relax = warp_relax(space, zlo, zhi)
         # the lifted linear forms (:class:`WarpLift`) hold inside the first cell ring; they pay off
@@ -308,11 +376,58 @@ class Domain:
         fill = torch.minimum(c_sorted, (total - before).clamp_min(0))
         return best - (g_sorted * fill).sum(1)
 
-    def zmin(self, coef: torch.Tensor, sub: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    @property
+    def clipped(self) -> bool:
+        """Does the box cut the ball (ℓ2/ℓ1; the sub-boxes of branch and bound)?"""
+        if self.radius is None or check_metric(self.metric) > 2.0:
+            return False
+        _, _, rz = self._ball()
+        c = 0.0 if self.centre is None else self.centre
+        return float((self.zlo - c).max()) > -rz or float((self.zhi - c).min()) < rz
+
+    @property
+    def dual_pays(self) -> bool:
+        """Is :meth:`zmin_dual` tighter than the separate bounds here? Where the box cuts the ball
+        (:attr:`clipped`), and for the lifted forms (their quadratic part shares the ball with the
+        linear one; with ``joint``: it costs 10–40 % more per probe); not for plain linear forms over
+        the ball's own box (both give the ball's bound)."""
+        return self.radius is not None and check_metric(self.metric) <= 2.0 and \
+            (self.clipped or (self.lifted and self.joint))
+
+    def zmin_dual(self, coef: torch.Tensor, sub: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``min coef·z`` over the box ∩ ball itself (:func:`box_ball_min`; lifted forms: ``a·z + b·|z|``
+        and each block's ``β·q`` spread on its two coordinates, ``β ≤ 0`` kept — a positive ``β·q`` is
+        dropped, which only lowers the bound). Columns and ``sub`` as in :meth:`zmin`."""
+        sp = self.space
+        p, _, rz = self._ball()
+        zi = sub[0] if sub is not None else torch.arange(sp.dims)
+        c = torch.zeros(len(zi), dtype=torch.float64) if self.centre is None else self.centre[zi]
+        lo, hi = self.zlo[zi] - c, self.zhi[zi] - c
+        d = len(zi)
+        if not self.lifted:
+            zero = torch.zeros_like(coef)
+            return coef @ c + box_ball_min(coef, zero, zero, lo, hi, rz, p)
+        nb = sp.gh * sp.gw
+        qi = sub[1] if sub is not None else torch.arange(len(sp.flows) * nb)
+        look = torch.zeros(len(sp.flows) * nb, dtype=torch.long)
+        look[qi] = torch.arange(len(qi))
+        beta = coef[:, 2 * d:].clamp_max(0)[:, look[(zi // sp.per_flow) * nb + zi % nb]]
+        return box_ball_min(coef[:, :d], coef[:, d:2 * d], beta, lo, hi, rz, p)
+
+    def zmin(self, coef: torch.Tensor, sub: tuple[torch.Tensor, torch.Tensor] | None = None,
+             tight: bool = True) -> torch.Tensor:
         """``min coef·z`` over the domain, per row: the better of the box bound and the dual-norm
-        ball bound ``coef·centre − ρ/w_p ‖coef‖_q`` (lifted forms: :meth:`_zmin_lifted`). With
-        ``sub = (z indices, block indices)`` the columns of ``coef`` are only those variables (all
-        others have coefficient 0), as in :meth:`step_forms`."""
+        ball bound ``coef·centre − ρ/w_p ‖coef‖_q`` (lifted forms: :meth:`_zmin_lifted`), and with
+        ``tight`` where it pays (:attr:`dual_pays`) also the joint bound over the box ∩ ball
+        (:meth:`zmin_dual`, slower). With ``sub = (z indices, block indices)`` the
+        columns of ``coef`` are only those variables (all others have coefficient 0), as in
+        :meth:`step_forms`."""
+        best = self._zmin_fast(coef, sub)
+        if tight and self.dual_pays:
+            best = torch.maximum(best, self.zmin_dual(coef, sub))
+        return best
+
+    def _zmin_fast(self, coef: torch.Tensor, sub: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         if self.lifted:
             return self._zmin_lifted(coef, sub)
         zi = sub[0] if sub is not None else slice(None)
@@ -485,8 +600,11 @@ class ModelBounds:
             return dom.concretize([(s, a[:, :3]), (prev, a[:, 3:])], bias, self.video, win)
 
         if self.method in ("crown+", "crown++"):  # linear (forward) intermediate bounds for every ReLU
-            inputs = forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], self.video), dom.zmin,
-                                         out_of_time=self._out_of_time)
+            # (the fast concretisation for every neuron, the joint one over the box ∩ ball for those it
+            # leaves unstable)
+            inputs = forward_relu_inputs(layers, inputs, dom.step_forms([s, prev], self.video),
+                                         lambda a, sub: dom.zmin(a, sub, tight=False), out_of_time=self._out_of_time,
+                                         tighten=dom.zmin_dual if dom.dual_pays else None)
             if self.method == "crown++":  # …then back-substitution for the deeper ReLUs' unstable neurons
                 inputs = refine_relu_inputs(layers, inputs, conc, out_of_time=self._out_of_time)
             pl, ph = ibp_layer(layers[-1], *inputs[-1])
@@ -569,7 +687,9 @@ class ModelBounds:
         if self.method == "ibp" or not isinstance(self.m.rnn, nn.LSTM):
             return {"ibp": ibp_m}
         # CROWN through time (back-substitution through the LSTM cells)
-        lc = LSTMCrown(self.m.rnn, xs, lin=lin, zmin=dom.zmin, anchor=self.eta)
+        # (the LSTM's many intermediate bounds take the fast concretisation: the joint one costs more
+        # there than it gains; the final bounds below take it)
+        lc = LSTMCrown(self.m.rnn, xs, lin=lin, zmin=lambda a: dom.zmin(a, tight=False), anchor=self.eta)
         fc, y = self.m.fc, self.label
         others = [j for j in range(fc.out_features) if j != y]
         spec, bias = fc.weight[y].unsqueeze(0) - fc.weight[others], fc.bias[y] - fc.bias[others]
@@ -608,18 +728,28 @@ def _relu_forms(form: tuple[torch.Tensor, torch.Tensor], live: torch.Tensor, pl:
     return lc, lz, uc, uz
 
 
-def _relu_input(ll, uu, cl, cu, lo, hi, zmin, sub):
+def _relu_input(ll, uu, cl, cu, lo, hi, zmin, sub, tighten=None):
     """A ReLU's input bounds from the forward forms (concretised over the domain, intersected with the
-    intervals ``[lo, hi]``) and CROWN's lines for it: ``(lo, hi, (s_up, b_up, alpha))``."""
+    intervals ``[lo, hi]``) and CROWN's lines for it: ``(lo, hi, (s_up, b_up, alpha))``. ``tighten``
+    (a slower, tighter concretisation, e.g. :meth:`Domain.zmin_dual`) is applied to the neurons that
+    are still unstable: only their bounds change the relaxation."""
     fl = cl.flatten() + zmin(ll.flatten(1).T, sub)
     fu = cu.flatten() - zmin(-uu.flatten(1).T, sub)
     lo = torch.maximum(lo, fl.view_as(lo))
     hi = torch.maximum(torch.minimum(hi, fu.view_as(hi)), lo)
+    if tighten is not None:
+        uns = ((lo < 0) & (hi > 0)).flatten().nonzero().flatten()
+        if len(uns):
+            lo, hi = lo.clone(), hi.clone()
+            lf, hf = lo.view(-1), hi.view(-1)
+            lf[uns] = torch.maximum(lf[uns], cl.flatten()[uns] + tighten(ll.flatten(1)[:, uns].T, sub))
+            hf[uns] = torch.maximum(torch.minimum(hf[uns], cu.flatten()[uns] - tighten(-uu.flatten(1)[:, uns].T, sub)),
+                                    lf[uns])
     return lo, hi, relu_relaxation(lo, hi)
 
 
 def forward_relu_inputs(layers: list[nn.Module], inputs: list, forms, zmin, out_of_time=None,
-                        windows: bool = True) -> list:
+                        windows: bool = True, tighten=None) -> list:
     """The intermediate bounds of ``method="crown+"``: linear bounds carried *forward* through the
     chain (forward LiRPA; Xu et al. 2020, "Automatic perturbation analysis", §3.2) in the few
     perturbation variables of one step (:meth:`Domain.step_forms`) — every neuron's lower and upper
@@ -638,14 +768,15 @@ def forward_relu_inputs(layers: list[nn.Module], inputs: list, forms, zmin, out_
         while start < len(layers) and _spatial(layers[start:start + 1]):
             start += 1
         if start:
-            ll, uu, cl, cu, lo, hi = _forward_windows(layers[:start], inputs, ll, uu, cl, cu, zmin, sub, out_of_time)
+            ll, uu, cl, cu, lo, hi = _forward_windows(layers[:start], inputs, ll, uu, cl, cu, zmin, sub, out_of_time,
+                                                       tighten)
     for k, m in enumerate(layers):
         if k < start:
             continue
         if out_of_time is not None and out_of_time():
             raise OutOfTime("the probe passed its deadline")
         if isinstance(m, nn.ReLU):
-            lo, hi, (s_up, b_up, alpha) = _relu_input(ll, uu, cl, cu, lo, hi, zmin, sub)
+            lo, hi, (s_up, b_up, alpha) = _relu_input(ll, uu, cl, cu, lo, hi, zmin, sub, tighten)
             inputs[k] = (lo, hi)
             ll, cl = ll * alpha, cl * alpha
             uu, cu = uu * s_up, cu * s_up + b_up
@@ -680,7 +811,7 @@ def _conv_window(m: nn.Conv2d, x: torch.Tensor, win: tuple[int, int, int, int], 
     return nn.functional.conv2d(nn.functional.pad(x, pad), weight, None, (sy, sx)), (o0, o1, q0, q1)
 
 
-def _forward_windows(layers: list[nn.Module], inputs: list, ll, uu, cl, cu, zmin, sub, out_of_time):
+def _forward_windows(layers: list[nn.Module], inputs: list, ll, uu, cl, cu, zmin, sub, out_of_time, tighten=None):
     """:func:`forward_relu_inputs` through a chain of plain convolutions, ReLUs and per-pixel affine
     maps (:func:`_spatial`) with each variable's forms kept on the window where they can be non-zero:
     a flow variable moves one block of a frame, so its form in a conv layer is supported on that
@@ -713,7 +844,7 @@ def _forward_windows(layers: list[nn.Module], inputs: list, ll, uu, cl, cu, zmin
         if out_of_time is not None and out_of_time():
             raise OutOfTime("the probe passed its deadline")
         if isinstance(m, nn.ReLU):
-            lo, hi, (s_up, b_up, alpha) = _relu_input(*dense(), cl, cu, lo, hi, zmin, sub)
+            lo, hi, (s_up, b_up, alpha) = _relu_input(*dense(), cl, cu, lo, hi, zmin, sub, tighten)
             inputs[k] = (lo, hi)
             for g in groups:
                 y0, y1, x0, x1 = g[0]
@@ -927,6 +1058,7 @@ class CertifiedRadius:
         self.t0 = time.perf_counter()
         self.trace: list[dict] = []
         self._hi: float | None = None  # smallest radius that failed (bisection)
+        self._bab_fail: float | None = None  # smallest radius branch and bound gave up on
         self._m_lo: float | None = None  # the margin bounds of this stage at ``lower`` and ``_hi``
         self._m_hi: float | None = None
         self._wins = 0  # probes proved in a row since the last failure
@@ -939,7 +1071,10 @@ class CertifiedRadius:
     def _box_margin(self, lo: torch.Tensor, hi: torch.Tensor, radius: float) -> float:
         self.boxes_checked += 1
         self.mb.deadline = self._deadline
-        return float(self.mb.margin_lower(Domain(self.space, lo, hi, radius, self.metric)).min())
+        # the joint concretisation on the ball's own box only in the last, closing-in stage (crown++):
+        # the stages that locate the radius probe faster without it
+        dom = Domain(self.space, lo, hi, radius, self.metric, joint=self.mb.method == "crown++")
+        return float(self.mb.margin_lower(dom).min())
 
     def abandon(self) -> None:
         """Make a probe in flight (another thread) stop at its next check; ``run``/``step`` reset it."""
@@ -1041,20 +1176,32 @@ class CertifiedRadius:
                 return self.lower
             self._try = nxt
             return self.lower
-        # branch and bound at a radius a little above the certified one (ℓ1, ℓ2)
+        # branch and bound a little above the certified radius (ℓ1, ℓ2): first at the radius the last
+        # bisection probe failed at (its root box is known to fail: split it at once) when that is
+        # within 1.05×, then 1.05× after every success (a box costs a probe: small steps pay); after a
+        # failure (more boxes than ``max_boxes``) halfway between the certified radius and the failed
+        # one, until they are within 1 %
         base = self.lower if self.lower > 0 else (self._hi or 1.0) / 2
-        r = self._cap(base * 1.1)
+        r = self._cap(base * 1.05)
+        if self._hi is not None and base < self._hi < r:
+            r = self._hi
+        elif self._bab_fail is not None:
+            if self._bab_fail <= base * 1.01:
+                self.done = True
+                return self.lower
+            r = min(r, (base + self._bab_fail) / 2)
         if self.upper is not None and r <= self.lower:
             self.done = True
             return self.lower
         try:
-            ok = self._bab(r)
+            ok = self._bab(r, root_fails=r == self._hi)
         except OutOfTime:
             return self.lower
         if ok:
             self._raise(r)
         else:
-            self.done = True  # more splits would be needed than the box budget allows
+            self._bab_fail = r  # more splits would be needed than the box budget allows
+            self._hi = None
         return self.lower
 
     def _between(self) -> float:
@@ -1072,8 +1219,11 @@ class CertifiedRadius:
         at = lo + (0.85 if self._wins == 0 else 1.0) * (hi - lo) * self._m_lo / (self._m_lo - m_hi)
         return min(max(at, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo))
 
-    def _bab(self, r: float) -> bool:
-        """Branch and bound: are all boxes of the ball of radius ``r`` certified?"""
+    def _bab(self, r: float, root_fails: bool = False) -> bool:
+        """Branch and bound: are all boxes of the ball of radius ``r`` certified? Each box is bounded
+        over its intersection with the ball (:meth:`Domain.zmin_dual`), split in two along the
+        coordinate with the largest ``width × |∂m/∂z|`` at its centre, depth first. ``root_fails``:
+        the whole ball's box is known to fail (the last bisection probe), so it is split unprobed."""
         lo, hi = ball_box(self.space, r, self.metric)
         stack = [(lo, hi)]
         n = 0
@@ -1081,7 +1231,7 @@ class CertifiedRadius:
             lo, hi = stack.pop()
             if min_norm(self.space, lo, hi, self.metric) > r:
                 continue  # misses the ball
-            if self._box_margin(lo, hi, r) > TOL:
+            if not (root_fails and n == 0) and self._box_margin(lo, hi, r) > TOL:
                 continue
             if time.perf_counter() > self._deadline:
                 return False
