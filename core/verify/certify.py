@@ -33,8 +33,9 @@ the margin rows ``e_y − e_j`` as the specification. Other models (Horn–Schun
 **Certification** (:func:`certify`): ``min_j lower(logit_y − logit_j) > 0`` over every ``z`` with
 ``‖δ(z)‖_p ≤ ρ`` ⇒ no such flow perturbation changes the decision. For ℓ∞ the ball *is* a box; for
 ℓ2 and ℓ1 the enclosing box ``|z_i| ≤ ρ / w_p`` is certified, and :class:`CertifiedRadius` refines it by
-**branch and bound**: boxes are split along the dimension with the largest ``width × |∂m/∂z|`` and a
-sub-box that misses the ball (its smallest ‖z‖ exceeds the radius) needs no proof. Its anytime loop
+**branch and bound**: boxes are split along the dimension with the largest ``width × |∂m/∂z|``, a
+sub-box that misses the ball (its smallest ‖z‖ exceeds the radius) needs no proof, and every other
+is bounded over its intersection with the ball by Lagrangian duality (:func:`box_ball_min`). Its anytime loop
 only ever raises the certified radius. The certificate is for the real-valued network evaluated in
 float64; the deployed float32 model may differ by rounding (~1e-6), so a box counts as certified
 only with a margin lower bound above ``tol = 1e-4``.
