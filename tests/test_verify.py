@@ -1038,9 +1038,12 @@ def test_branch_and_bound_boxes_are_sound_and_the_joint_bound_pays(lstm, monkeyp
 
 
 def test_branch_and_bound_schedule(certified):
-    """Branch and bound starts at the radius the last bisection probe failed at, splitting its root box
-    unprobed; after a success it tries 1.05×; after giving up (box budget), halfway to the failed
-    radius, until within 1 %; every radius it reports was proved by all its boxes."""
+    """Branch and bound, one box per step: it starts at the radius the last bisection probe failed at,
+    splitting its root box unprobed; the radius counts only once every box is certified; after a
+    success it tries 1.05×; after giving up (box budget), halfway to the failed radius, until within
+    1 %; a probe cut off by the deadline leaves its box on the stack."""
+    from core.verify.certify import OutOfTime
+
     sp = _space(14)
     cr = CertifiedRadius(certified, sp, "l2", max_boxes=3)
     cr.phase, cr.lower, cr._hi = "bab", 1.0, 1.03
@@ -1048,17 +1051,23 @@ def test_branch_and_bound_schedule(certified):
     seen = []
     cr._box_margin = lambda lo, hi, r: seen.append((r, torch.equal(lo, full[0]) and torch.equal(hi, full[1]))) or 1.0
     cr.step()
-    assert cr.lower == 1.03 and seen and not any(root for _, root in seen)  # the root box was not probed again
-    assert {r for r, _ in seen} == {1.03}
+    assert len(seen) == 1 and not seen[0][1] and cr.lower == 1.0  # one half certified, the other not yet
+    cr.step()
+    assert len(seen) == 2 and cr.lower == 1.03 and cr._bab_state is None and {r for r, _ in seen} == {1.03}
+    cr._box_margin = lambda lo, hi, r: (_ for _ in ()).throw(OutOfTime("cut off"))
+    cr.step()  # the next radius' root box, cut off: still on the stack
+    assert cr.lower == 1.03 and len(cr._bab_state["stack"]) == 1 and cr._bab_state["r"] == pytest.approx(1.03 * 1.05)
     seen.clear()
     cr._box_margin = lambda lo, hi, r: seen.append((r, False)) or -1.0  # nothing certifies: the budget ends it
-    cr.step()
-    assert cr.lower == 1.03 and cr._bab_fail == pytest.approx(1.03 * 1.05) and not cr.done
-    tried = []
-    while not cr.done and len(tried) < 10:
-        seen.clear()
+    for _ in range(4):
         cr.step()
-        tried += [seen[0][0]] if seen else []
+    assert len(seen) == 4 and cr.lower == 1.03 and cr._bab_fail == pytest.approx(1.03 * 1.05) and not cr.done
+    seen.clear()
+    steps = 0
+    while not cr.done and steps < 100:
+        cr.step()
+        steps += 1
+    tried = list(dict.fromkeys(r for r, _ in seen))
     assert tried[0] == pytest.approx((1.03 + 1.03 * 1.05) / 2)  # halfway…
     assert all(b < a for a, b in itertools.pairwise(tried)) and cr.done  # …and closer each time, then done
-    assert cr._bab_fail <= 1.03 * 1.01 + 1e-12
+    assert cr._bab_fail <= 1.03 * 1.01 + 1e-12 and cr.lower == 1.03

@@ -1032,7 +1032,7 @@ class CertifiedRadius:
     (interval intermediate bounds) comes first and hands over to ``crown+`` at its first failed
     radius. Between a proved and a failed radius the next probe follows the margin bounds
     (:meth:`_between`). A probe that would pass the time limit is abandoned, proving nothing.
-    Phase 2 tries larger radii by branch and bound (:meth:`_bab`; ℓ1, ℓ2): from the radius the last
+    Phase 2 tries larger radii by branch and bound (:meth:`_bab_box`, one box per step; ℓ1, ℓ2): from the radius the last
     probe failed at, in steps of 1.05×, each box bounded over its intersection with the ball.
     ``lower`` only ever increases; ``trace`` records ``(seconds, lower)``.
     """
@@ -1062,6 +1062,7 @@ class CertifiedRadius:
         self.trace: list[dict] = []
         self._hi: float | None = None  # smallest radius that failed (bisection)
         self._bab_fail: float | None = None  # smallest radius branch and bound gave up on
+        self._bab_state: dict | None = None  # branch and bound under way: radius, box stack, splits
         self._m_lo: float | None = None  # the margin bounds of this stage at ``lower`` and ``_hi``
         self._m_hi: float | None = None
         self._wins = 0  # probes proved in a row since the last failure
@@ -1121,7 +1122,7 @@ class CertifiedRadius:
         return min(r, self.upper) if self.upper is not None else r
 
     def step(self) -> float:
-        """One unit of work (one bisection probe or one branch-and-bound attempt); returns ``lower``."""
+        """One unit of work (one bisection probe or one branch-and-bound box); returns ``lower``."""
         if self.done:
             return self.lower
         if self.phase == "bisect":
@@ -1182,32 +1183,14 @@ class CertifiedRadius:
                 return self.lower
             self._try = nxt
             return self.lower
-        # branch and bound a little above the certified radius (ℓ1, ℓ2): first at the radius the last
-        # bisection probe failed at (its root box is known to fail: split it at once) when that is
-        # within 1.05×, then 1.05× after every success (a box costs a probe: small steps pay); after a
-        # failure (more boxes than ``max_boxes``) halfway between the certified radius and the failed
-        # one, until they are within 1 %
-        base = self.lower if self.lower > 0 else (self._hi or 1.0) / 2
-        r = self._cap(base * 1.05)
-        if self._hi is not None and base < self._hi < r:
-            r = self._hi
-        elif self._bab_fail is not None:
-            if self._bab_fail <= base * 1.01:
-                self.done = True
-                return self.lower
-            r = min(r, (base + self._bab_fail) / 2)
-        if self.upper is not None and r <= self.lower:
+        # branch and bound a little above the certified radius (ℓ1, ℓ2), one box per step
+        if self._bab_state is None and not self._bab_begin():
             self.done = True
             return self.lower
         try:
-            ok = self._bab(r, root_fails=r == self._hi)
+            self._bab_box()
         except OutOfTime:
-            return self.lower
-        if ok:
-            self._raise(r)
-        else:
-            self._bab_fail = r  # more splits would be needed than the box budget allows
-            self._hi = None
+            pass  # the box whose probe was cut off is back on the stack: nothing proved, nothing lost
         return self.lower
 
     def _between(self) -> float:
@@ -1225,33 +1208,63 @@ class CertifiedRadius:
         at = lo + (0.85 if self._wins == 0 else 1.0) * (hi - lo) * self._m_lo / (self._m_lo - m_hi)
         return min(max(at, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo))
 
-    def _bab(self, r: float, root_fails: bool = False) -> bool:
-        """Branch and bound: are all boxes of the ball of radius ``r`` certified? Each box is bounded
-        over its intersection with the ball (:meth:`Domain.zmin_dual`), split in two along the
-        coordinate with the largest ``width × |∂m/∂z|`` at its centre, depth first. ``root_fails``:
-        the whole ball's box is known to fail (the last bisection probe), so it is split unprobed."""
+    def _bab_begin(self) -> bool:
+        """Pick the next branch-and-bound radius and put its ball's box on the stack (False: none
+        left to try). First the radius the last bisection probe failed at (its root box is known to
+        fail: it is split at once) when that is within 1.05×, then 1.05× after every success (a box
+        costs a probe: small steps pay); after a failure (more boxes than ``max_boxes``) halfway
+        between the certified radius and the failed one, until they are within 1 %."""
+        base = self.lower if self.lower > 0 else (self._hi or 1.0) / 2
+        r = self._cap(base * 1.05)
+        if self._hi is not None and base < self._hi < r:
+            r = self._hi
+        elif self._bab_fail is not None:
+            if self._bab_fail <= base * 1.01:
+                return False
+            r = min(r, (base + self._bab_fail) / 2)
+        if self.upper is not None and r <= self.lower:
+            return False
         lo, hi = ball_box(self.space, r, self.metric)
-        stack = [(lo, hi)]
-        n = 0
+        self._bab_state = {"r": r, "stack": [(lo, hi, r == self._hi)], "splits": 0}
+        return True
+
+    def _bab_box(self) -> None:
+        """One box of branch and bound at the current radius (boxes that miss the ball are dropped
+        on the way): certified, or split in two along the coordinate with the largest
+        ``width × |∂m/∂z|`` at its centre, depth first. Each box is bounded over its intersection
+        with the ball (:meth:`Domain.zmin_dual`). An empty stack proves the radius; more than
+        ``max_boxes`` splits give it up. A probe cut off by the deadline (``OutOfTime``) leaves its
+        box on the stack."""
+        st = self._bab_state
+        r, stack = st["r"], st["stack"]
         while stack:
-            lo, hi = stack.pop()
+            lo, hi, known = stack.pop()
             if min_norm(self.space, lo, hi, self.metric) > r:
                 continue  # misses the ball
-            if not (root_fails and n == 0) and self._box_margin(lo, hi, r) > TOL:
-                continue
-            if time.perf_counter() > self._deadline:
-                return False
-            n += 1
-            if n > self.max_boxes:
-                return False
+            if not known:
+                try:
+                    m = self._box_margin(lo, hi, r)
+                except OutOfTime:
+                    stack.append((lo, hi, known))
+                    raise
+                if m > TOL:
+                    break  # certified: one probe done
+            st["splits"] += 1
+            if st["splits"] > self.max_boxes:  # more splits than the budget allows: give the radius up
+                self._bab_fail, self._hi, self._bab_state = r, None, None
+                return
             c = (lo + hi) / 2
             g = self._grad(c)
             i = int(((hi - lo) * g.abs()).argmax()) if float(g.abs().max()) > 0 else int((hi - lo).argmax())
             mid = float(c[i])
             hi1, lo2 = hi.clone(), lo.clone()
             hi1[i], lo2[i] = mid, mid
-            stack += [(lo, hi1), (lo2, hi)]
-        return True
+            stack += [(lo, hi1, False), (lo2, hi, False)]
+            if not known:
+                break  # one probe done
+        if not any(min_norm(self.space, lo, hi, self.metric) <= r for lo, hi, _ in stack):
+            self._bab_state = None  # every box of the ball certified
+            self._raise(r)
 
     def _grad(self, z: torch.Tensor) -> torch.Tensor:
         from core.msr.space import Evaluator
