@@ -412,3 +412,22 @@ def test_certified_heuristic_with_node_radii_is_admissible_and_exact(metric):
     # the per-norm combination (module docstring): ℓ1 adds, ℓ2 needs the orthant argument (hypot)
     assert runs["certified"][1]._combine(3.0, 4.0) == pytest.approx({"l1": 7.0, "l2": 5.0}[metric])
     assert runs["certified"][1].expanded < runs["zero"][1].expanded  # the node radii prune the search
+
+
+def test_solver_says_what_the_certifier_is_doing():
+    """The live progress line names the certifier's stage and what it probes (``CertifiedRadius.describe``)."""
+    from core.models import load_classifier
+
+    clf = load_classifier("cnn_lstm_certified", "cpu")
+    solver = MSRSolver(clf, make_clip("translate_left", 0).video,
+                       MSRParams(metric="l2", flows=[14], block=16, upper=False, max_iters=3, time_limit=60))
+    seen = []
+    step = solver.cert.step
+    solver.cert.step = lambda: seen.append(solver.activity) or step()
+    for _ in range(3):
+        solver._cert_seconds = 0.0  # (its time share spent or not: a certifier step every iteration here)
+        for _ in solver.run(max_iters=1):
+            pass
+    assert seen and seen[0] == "bound propagation (certified lower bound; crown+: first probe)"
+    assert all(s.startswith("bound propagation (certified lower bound; crown+") for s in seen)
+    assert len(seen) >= 2 and "probing radius" in seen[1], seen

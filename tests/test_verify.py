@@ -1046,6 +1046,7 @@ def test_branch_and_bound_schedule(certified):
 
     sp = _space(14)
     cr = CertifiedRadius(certified, sp, "l2", max_boxes=3)
+    assert cr.describe() == "crown+: first probe"  # (the live page's progress line)
     cr.phase, cr.lower, cr._hi = "bab", 1.0, 1.03
     full = ball_box(sp, 1.03, "l2")
     seen = []
@@ -1057,6 +1058,7 @@ def test_branch_and_bound_schedule(certified):
     cr._box_margin = lambda lo, hi, r: (_ for _ in ()).throw(OutOfTime("cut off"))
     cr.step()  # the next radius' root box, cut off: still on the stack
     assert cr.lower == 1.03 and len(cr._bab_state["stack"]) == 1 and cr._bab_state["r"] == pytest.approx(1.03 * 1.05)
+    assert cr.describe() == "crown+: branch and bound at radius 1.082 (boxes open: 1)"
     seen.clear()
     cr._box_margin = lambda lo, hi, r: seen.append((r, False)) or -1.0  # nothing certifies: the budget ends it
     for _ in range(4):

@@ -339,7 +339,7 @@ class MSRSolver:
             # the certifier gets at most half of the time, so A* and the upper bound stay live
             if self.cert is not None and not self.cert.done and not self._stop.is_set() \
                     and self._cert_seconds <= 0.5 * self.elapsed:
-                self.activity = "bound propagation (certified lower bound)"
+                self.activity = f"bound propagation (certified lower bound; {self.cert.describe()})"
                 self.cert.upper = self._upper_msr if math.isfinite(self._upper_msr) else None
                 c0 = time.perf_counter()
                 self.cert._deadline = t_start + time_limit  # a slow (crown+) probe is abandoned at the limit

@@ -1208,6 +1208,18 @@ class CertifiedRadius:
         at = lo + (0.85 if self._wins == 0 else 1.0) * (hi - lo) * self._m_lo / (self._m_lo - m_hi)
         return min(max(at, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo))
 
+    def describe(self) -> str:
+        """What the next step does, in a few words (the live page's progress line)."""
+        if self.done:
+            return f"{self.method}: done"
+        if self.phase == "bisect":
+            r = self._try if self._try is not None else None
+            return f"{self.method}: probing radius {r:.4g}" if r is not None else f"{self.method}: first probe"
+        st = self._bab_state
+        if st is None:
+            return f"{self.method}: branch and bound"
+        return f"{self.method}: branch and bound at radius {st['r']:.4g} (boxes open: {len(st['stack'])})"
+
     def _bab_begin(self) -> bool:
         """Pick the next branch-and-bound radius and put its ball's box on the stack (False: none
         left to try). First the radius the last bisection probe failed at (its root box is known to
