@@ -934,7 +934,7 @@ def test_crown_plus_first_locates_fast_then_grows_carefully(certified):
     cr._try = 1.0
     cr.step()
     assert cr._try == pytest.approx(8.0)  # nothing failed yet
-    cr._box_margin = lambda lo, hi, r: 0.99999 * cr._m0  # within 0.1 % of the clean margin: far below
+    cr._box_margin = lambda lo, hi, r: 0.99999 * cr._m0  # within 0.01 % of the clean margin: far below
     cr._try = 1.0
     cr.step()
     assert cr._try == pytest.approx(64.0)

@@ -1025,7 +1025,7 @@ class CertifiedRadius:
     Phase 1 searches the radius certified on the enclosing box (no splitting). The default
     ``crown+`` (forward linear intermediate bounds for the CNN) locates it, growing up to 8× per
     success until a probe first fails (85 % of the way to the zero of a concave model of the margin
-    bound; up to 64× while the bound is within 0.1 % of the clean margin), then 1.1–2×, and closes
+    bound; up to 64× while the bound is within 0.01 % of the clean margin), then 1.1–2×, and closes
     in to 5 %; with ``refine`` (recurrent models) ``crown++`` (back-substitution for the deeper ReLUs
     too, and the joint concretisation of the lifted forms, :meth:`Domain.zmin_dual`; slower per probe)
     then tries 1.25× of it and closes in to 2 %, growing at most 1.5×. With ``method="crown"``, CROWN
@@ -1143,13 +1143,13 @@ class CertifiedRadius:
                 # CROWN: by the secant of the margin bound through (0, m0) and (r, m), 2× to 8×;
                 # crown+/crown++: 85 % of the way to the zero of the concave model m0 − a·r² through
                 # (r, m), 1.1× to 8× while nothing has failed yet in any stage (locating the radius; to
-                # 64× while the margin bound is within 0.1 % of the clean margin), then to 2× (the last
+                # 64× while the margin bound is within 0.01 % of the clean margin), then to 2× (the last
                 # stage, whose probes cost most, to 1.5×)
                 if not self._fine:
                     grow = min(8.0, max(2.0, self._m0 / max(self._m0 - m, 1e-12))) if self._m0 > m else 8.0
                 else:
                     most = 8.0 if not self._failed else (2.0 if self._stages else 1.5)
-                    if not self._failed and self._m0 - m < 1e-3 * abs(self._m0):
+                    if not self._failed and self._m0 - m < 1e-4 * abs(self._m0):
                         most = 64.0  # the bound has barely moved: the first probes are far below the radius
                     grow = min(most, max(1.1, 0.85 * math.sqrt(self._m0 / (self._m0 - m)))) if self._m0 > m else most
                 nxt = r * grow if self._hi is None else self._between()
