@@ -78,7 +78,9 @@ with st.expander("Parameters", expanded=True):
         help="Bound propagation behind the green certified lower bound, all sound. CROWN+ → CROWN++ (default): "
              "CROWN+ (linear intermediate bounds for every ReLU, carried forward in each step's flow "
              "variables) locates and bisects the radius, then CROWN++ (back-substitution for the deeper "
-             "ReLUs too, slower per probe) tries 1.25× what CROWN+ proved. CROWN → …: CROWN with interval "
+             "ReLUs too, and the lifted warp forms bounded over the ball jointly; slower per probe) tries "
+             "1.25× what CROWN+ proved; then branch and bound, one box at a time, each box bounded over "
+             "its intersection with the ball. CROWN → …: CROWN with interval "
              "intermediate bounds first, until its first failed radius (looser, and on 15 flows no faster). "
              "α-CROWN: optimised ReLU slopes (≈ 20× per probe). Slower methods are tighter per probe but "
              "make fewer probes in the time limit.")
