@@ -220,7 +220,7 @@ def test_box_ball_minimum_bounds_the_intersection_and_is_exact_when_convex(p):
     assert bool((bound <= f.min(0).values + 1e-9).all())
     mus = torch.logspace(-6, 4, 4000, dtype=torch.float64)
     scan = torch.stack([_box_ball_dual(a[:6], b[:6], beta[:6], lo, hi, rz, p, mu.expand(6), False)[0] for mu in mus]).max(0).values
-    assert bool((bound[:6] >= scan - (1e-6 if p == 2.0 else 2e-3) * (1 + scan.abs())).all())
+    assert bool((bound[:6] >= scan - (1e-4 if p == 2.0 else 2e-3) * (1 + scan.abs())).all())  # (10 bisection steps)
     # linear forms: over the ball's own box the ball's bound; over the cut box tighter than the separate bounds
     zero = torch.zeros_like(a)
     full = box_ball_min(a, zero, zero, -torch.full((d,), rz, dtype=torch.float64), torch.full((d,), rz, dtype=torch.float64), rz, p)
@@ -261,7 +261,7 @@ def test_joint_minimum_of_lifted_forms_is_sound_and_tighter(metric, radius):
         one = torch.zeros(1, dom.width, dtype=torch.float64)
         one[0, 2 * d + nb + 3] = -1.0  # −q of block 3 of the second flow: at most the whole ball
         rz = radius / sp.weight(metric)
-        assert float(dom.zmin_dual(one)[0]) == pytest.approx(-rz * rz, rel=1e-3)  # (below it: sound)
+        assert float(dom.zmin_dual(one)[0]) == pytest.approx(-rz * rz, rel=1e-2)  # (below it: sound)
 
 
 @pytest.mark.parametrize("lift", [True, False])
