@@ -221,7 +221,8 @@ def box_ball_min(a: torch.Tensor, b: torch.Tensor, beta: torch.Tensor, lo: torch
     ``φ(z) = z²`` (``p = 2``) or ``|z|`` (``p = 1``; then ``φ(rz)`` = ``rz``), is below the minimum (weak
     duality), and each inner minimum is closed-form (a quadratic on each side of 0, :func:`_side_min`).
     ``g`` is concave: ``iters`` bisection steps on the sign of its supergradient ``Σ φ(z_i*) − φ(rz)``
-    over ``log μ`` locate the best ``μ`` (in float32, fast), then ``g`` is evaluated there and at
+    over ``log μ`` (in a bracket around the linear part's multiplier) locate the best ``μ`` (in
+    float32, fast), then ``g`` is evaluated there and at
     ``μ = 0`` (the box alone) in float64 — sound at every ``μ``, exact for convex objectives
     (``β ≥ 0``) up to the bisection's resolution."""
     out = []
@@ -396,7 +397,7 @@ class Domain:
     def dual_pays(self) -> bool:
         """Is :meth:`zmin_dual` tighter than the separate bounds here? Where the box cuts the ball
         (:attr:`clipped`), and for the lifted forms (their quadratic part shares the ball with the
-        linear one; with ``joint``: it costs 10–40 % more per probe); not for plain linear forms over
+        linear one; with ``joint``: it costs 10–35 % more per probe); not for plain linear forms over
         the ball's own box (both give the ball's bound)."""
         return self.radius is not None and check_metric(self.metric) <= 2.0 and \
             (self.clipped or (self.lifted and self.joint))
