@@ -1225,8 +1225,7 @@ class CertifiedRadius:
         if self.done:
             return f"{self.method}: done"
         if self.phase == "bisect":
-            r = self._try if self._try is not None else None
-            return f"{self.method}: probing radius {r:.4g}" if r is not None else f"{self.method}: first probe"
+            return f"{self.method}: first probe" if self._try is None else f"{self.method}: probing radius {self._try:.4g}"
         st = self._bab_state
         if st is None:
             return f"{self.method}: branch and bound"
