@@ -192,7 +192,9 @@ def _side_min(s: torch.Tensor, kappa: torch.Tensor, lo: torch.Tensor, hi: torch.
     return torch.where(lo <= hi, val, torch.full_like(val, math.inf)), arg
 
 
-def _box_ball_dual(a, b, beta, lo, hi, rz: float, p: float, mu: torch.Tensor, slope: bool = True):
+def _box_ball_dual(a: torch.Tensor, b: torch.Tensor, beta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                   rz: float, p: float, mu: torch.Tensor, slope: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``g(μ)`` of :func:`box_ball_min` per row (``μ (R,)``) and, with ``slope``, its supergradient
     ``Σ φ(z_i*) − φ(rz)`` (else ``None``)."""
     m = mu.unsqueeze(1)
