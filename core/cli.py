@@ -403,6 +403,7 @@ def cmd_certify(args: argparse.Namespace) -> dict:
     import time
 
     from core.classifier import VideoClassifier
+    from core.errors import ParameterError
     from core.inference import prepare
     from core.msr.space import FlowSpace
     from core.verify import CertifiedRadius, Unsupported, certify, supported
@@ -420,9 +421,12 @@ def cmd_certify(args: argparse.Namespace) -> dict:
     info = {"space": {"flows": space.flows, "block": space.block, "dims": space.dims}, "model": args.model,
             "metric": args.metric, "method": args.method}
     if args.radius is not None:
-        out = certify(clf, video, space, args.radius, args.metric, args.method)
+        out = certify(clf, video, space, args.radius, args.metric, args.method, diagnose=args.diagnose)
         return {**info, "method": out["method"], "certified": out["certified"], "margin_lower": out["margin_lower"],
-                "radius": args.radius, "guarantee": "sound", "seconds": out["seconds"]}
+                "radius": args.radius, "guarantee": "sound", "seconds": out["seconds"],
+                **{k: out[k] for k in ("bounds", "diagnosis") if k in out}}
+    if args.diagnose:
+        raise ParameterError("--diagnose needs --radius (it explains one probe)")
     t0 = time.perf_counter()
     cr = CertifiedRadius(clf, space, args.metric, args.method)
     log = None if args.json else (lambda r: print(f"{r['seconds']:7.2f} s  certified lower {r['certified_lower']:.5g}"))
@@ -537,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--flows", default=None, help="frame pairs, e.g. 7 or 3,7 (default: all)")
     sp.add_argument("--block", type=int, default=16, help="pixels per block side")
     sp.add_argument("--radius", type=float, default=None, help="certify this radius only")
+    sp.add_argument("--diagnose", action="store_true",
+                    help="with --radius: each relaxation's margin bound, and per perturbed step the unstable "
+                         "ReLUs of every layer and the width of the feature box (where the bound loses)")
     sp.add_argument("--time-limit", type=float, default=60.0, help="seconds (anytime search)")
     sp.add_argument("--method", default="crown+", choices=CERT_METHODS,
                     help="crown+ (default): linear intermediate bounds for every ReLU of the CNN, carried "

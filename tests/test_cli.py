@@ -258,9 +258,16 @@ def test_certify_json_contract_and_bad_input():
     one = json.loads(r.stdout)
     assert one["certified"] is True and one["margin_lower"] > 0 and one["radius"] == 0.05
     assert one["method"] == "crown+"  # the default, and what ran
-    r = run("certify", "synthetic:translate_left:0", "--model", "c3d", "--flows", "14", "--radius", "0.05", "--json")
+    assert "diagnosis" not in one and "bounds" not in one
+    r = run("certify", "synthetic:translate_left:0", "--model", "c3d", "--flows", "14", "--radius", "0.05",
+            "--diagnose", "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["method"] == "crown"  # c3d: crown+ has no per-step CNN to tighten, CROWN runs
+    c3 = json.loads(r.stdout)
+    assert c3["method"] == "crown"  # c3d: crown+ has no per-step CNN to tighten, CROWN runs
+    assert set(c3["bounds"]) == {"ibp", "crown"} and c3["margin_lower"] >= c3["bounds"]["crown"]
+    assert c3["diagnosis"]["steps"][0]["step"] == "all"  # --diagnose: where the probe loses
+    bad = run("certify", "synthetic:translate_left:0", "--flows", "14", "--diagnose", "--json")
+    assert bad.returncode != 0 and "--radius" in bad.stderr
     bad = run("certify", "synthetic:translate_left:0", "--flows", "14", "--radius", "-1", "--json")
     assert bad.returncode != 0 and "radius" in bad.stderr
     bad = run("certify", "synthetic:translate_left:0", "--model", "motion_stream", "--flows", "14", "--json")

@@ -1073,3 +1073,32 @@ def test_branch_and_bound_schedule(certified):
     assert tried[0] == pytest.approx((1.03 + 1.03 * 1.05) / 2)  # halfway…
     assert all(b < a for a, b in itertools.pairwise(tried)) and cr.done  # …and closer each time, then done
     assert cr._bab_fail <= 1.03 * 1.01 + 1e-12 and cr.lower == 1.03
+
+
+def test_diagnosis_says_where_a_probe_loses(lstm, c3d):
+    """``certify(…, diagnose=True)`` (CLI ``--diagnose``): each relaxation's bound (the reported margin
+    is at least the best of them), and per perturbed step the unstable ReLUs of every CNN layer and
+    the feature box's width — which holds every sampled move's features, and grows with the radius."""
+    sp = _space(14)
+    g = torch.Generator().manual_seed(0)
+    outs = {r: certify(lstm, sp.video, sp, r, "l2", diagnose=True) for r in (1e-4, 1.0)}
+    for r, out in outs.items():
+        assert set(out["bounds"]) == {"ibp", "crown", "joint"}
+        assert out["margin_lower"] >= max(out["bounds"].values()) - 1e-12
+        assert out["margin_lower"] == certify(lstm, sp.video, sp, r, "l2")["margin_lower"]
+        (row,) = out["diagnosis"]["steps"]  # flow 14 moves frame 15: step 15 only
+        assert row["step"] == 15 and row["neurons"] == [16384, 8192, 2048, 128]
+    small, big = (outs[r]["diagnosis"]["steps"][0] for r in (1e-4, 1.0))
+    assert sum(small["unstable"]) < sum(big["unstable"]) < 0.2 * sum(big["neurons"])
+    assert small["feature_width_max"] < 0.1 * big["feature_width_max"]
+    # the box holds every sampled move's features: its widest feature is at least their range
+    z = torch.randn(64, sp.dims, generator=g, dtype=torch.float64)
+    z = z / sp.norm(z, "l2").unsqueeze(1) * 1.0
+    with torch.no_grad():
+        feats = lstm.model.features(sp.apply(z).to(next(lstm.model.parameters()).dtype), steps=[15])[:, 0]
+    spread = float((feats.max(0).values - feats.min(0).values).max())
+    assert big["feature_width_max"] >= spread > 0
+    c = certify(c3d, sp.video, sp, 0.01, "l2", diagnose=True)
+    (row,) = c["diagnosis"]["steps"]
+    assert row["step"] == "all" and len(row["unstable"]) == len(row["neurons"]) >= 3
+    assert c["margin_lower"] >= max(c["bounds"].values()) - 1e-12

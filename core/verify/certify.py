@@ -643,14 +643,41 @@ class ModelBounds:
             cnn = (layers + [nn.ReLU()], inputs + [(pl, ph)], prev)
         return (pl.clamp_min(0), ph.clamp_min(0)), cnn, form  # the final ReLU of N_C
 
+    diagnose = False  # keep the last call's per-step bounds for :meth:`diagnosis` (``certify(…, diagnose=True)``)
+    last_steps: dict | None = None
+
+    def diagnosis(self) -> dict:
+        """Where the last :meth:`margin_bounds` call lost: for every perturbed step of a recurrent model
+        (c3d: the whole chain, ``step: "all"``) the **unstable ReLUs** of each layer (pre-activation
+        interval containing 0, with the intermediate bounds the method used; ``None`` for ``ibp``,
+        which keeps none) out of its neurons, and the mean / max width of the output box (recurrent:
+        the CNN features entering the LSTM; c3d: the logits, by interval propagation). A relaxation's
+        looseness is concentrated in its unstable ReLUs, and a feature box that is wide relative to
+        the clean features is what the LSTM's lines then compound (README, *Certified safe radius*)."""
+        if self.last_steps is None:
+            raise ParameterError("diagnosis() needs diagnose = True and a margin_bounds() call first")
+        steps = []
+        for s, (box, cnn, _) in sorted(self.last_steps.items(), key=lambda kv: str(kv[0]).zfill(4)):
+            w = (box[1] - box[0]).flatten()
+            row = {"step": s, "feature_width_mean": float(w.mean()), "feature_width_max": float(w.max()),
+                   "unstable": None, "neurons": None}
+            if cnn is not None:
+                layers, ins = cnn[0], cnn[1]
+                relu = [(lo_, hi_) for m, (lo_, hi_) in zip(layers, ins) if isinstance(m, nn.ReLU)]
+                row["unstable"] = [int(((lo_ < 0) & (hi_ > 0)).sum()) for lo_, hi_ in relu]
+                row["neurons"] = [int(lo_.numel()) for lo_, _ in relu]
+            steps.append(row)
+        return {"method": self.method, "steps": steps}
+
     def margin_lower(self, dom: Domain) -> torch.Tensor:
         """``(K − 1,)`` lower bounds of ``logit_y − logit_j`` over the domain: the best of
         :meth:`margin_bounds` per row."""
-        out = self.margin_bounds(dom)
-        best = out.pop("ibp")
-        for b in out.values():
-            best = torch.maximum(best, b)
-        return best
+        return self.best(self.margin_bounds(dom))
+
+    @staticmethod
+    def best(bounds: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The best of several sound margin bounds, per class."""
+        return torch.stack(list(bounds.values())).max(0).values
 
     @torch.no_grad()
     def margin_bounds(self, dom: Domain) -> dict[str, torch.Tensor]:
@@ -666,6 +693,8 @@ class ModelBounds:
         if self.kind == "c3d":
             xl, xh = lo.unsqueeze(0), hi.unsqueeze(0)
             (ol, oh), inputs = ibp(self.chain, xl, xh)
+            if self.diagnose:
+                self.last_steps = {"all": ((ol, oh), (self.chain, inputs, None), None)}
             others = [j for j in range(ol.shape[1]) if j != self.label]
             ibp_m = ol[0, self.label] - oh[0, others]
             if self.method == "ibp":
@@ -687,6 +716,8 @@ class ModelBounds:
                 done = dict(zip(work, pool.map(lambda s: self._step_bounds(s, dom, lo, hi), work)))
         else:
             done = {s: self._step_bounds(s, dom, lo, hi) for s in work}
+        if self.diagnose:
+            self.last_steps = done
         xs, cnn, lin = [], {}, {}
         for s in range(t_len):
             if s not in steps:
@@ -1013,11 +1044,14 @@ def min_norm(space: FlowSpace, lo: torch.Tensor, hi: torch.Tensor, metric: str) 
 
 
 def certify(model, video: torch.Tensor, space: FlowSpace, radius: float, metric: str = "l2",
-            method: str = "crown+", label: int | None = None) -> dict:
+            method: str = "crown+", label: int | None = None, diagnose: bool = False) -> dict:
     """Is every flow perturbation with ``‖δ‖_p ≤ radius`` safe? (enclosing box, no splitting)
 
     Returns ``{certified, margin_lower, radius, metric, method, seconds}``: ``certified`` means the
-    decision provably does not change (guarantee ``sound``).
+    decision provably does not change (guarantee ``sound``). With ``diagnose``, also ``bounds``
+    (the worst-class margin bound of each relaxation the method computes, by name:
+    :meth:`ModelBounds.margin_bounds`; ``margin_lower`` is at least the best of them, as it takes the
+    best per class) and ``diagnosis`` (:meth:`ModelBounds.diagnosis`).
     """
     check_metric(metric)
     if not radius >= 0:
@@ -1027,10 +1061,16 @@ def certify(model, video: torch.Tensor, space: FlowSpace, radius: float, metric:
     if label is None:
         label = clf.fork().predict(space.video)[0]
     mb = ModelBounds(clf, space.video, label, method)
+    mb.diagnose = diagnose
     lo, hi = ball_box(space, radius, metric)
-    m = float(mb.margin_lower(Domain(space, lo, hi, radius, metric)).min())
-    return {"certified": m > TOL, "margin_lower": m, "radius": radius, "metric": metric, "method": mb.method,
-            "seconds": time.perf_counter() - t0, "guarantee": "sound"}
+    bounds = mb.margin_bounds(Domain(space, lo, hi, radius, metric))
+    m = float(mb.best(bounds).min())
+    out = {"certified": m > TOL, "margin_lower": m, "radius": radius, "metric": metric, "method": mb.method,
+           "seconds": time.perf_counter() - t0, "guarantee": "sound"}
+    if diagnose:
+        out["bounds"] = {k: float(v.min()) for k, v in bounds.items()}
+        out["diagnosis"] = mb.diagnosis()
+    return out
 
 
 class CertifiedRadius:
