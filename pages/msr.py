@@ -18,7 +18,12 @@ from core.msr.experiments import brightness_panel, scalability_panel
 from core.video import encode_mp4
 from core.viz import frame_strip, prediction_bar
 from core.viz.flow import comparison_figure
-from core.viz.msr import bounds_figure, lower_traces_figure
+from core.viz.msr import (
+    bounds_figure,
+    cert_method_text,
+    diagnosis_figure,
+    lower_traces_figure,
+)
 from pages.common import current, forget, keep, require_model_and_clip
 
 st.title("Maximum safe radius on optical flow")
@@ -231,6 +236,49 @@ if st.session_state.get("msr_result_key") != _rk:  # result() computes flows: on
     with st.spinner("Rendering the witnesses (flows of the perturbed clips)…"):
         st.session_state["msr_result"], st.session_state["msr_result_key"] = s.result(), _rk
 res = st.session_state["msr_result"]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _explain(run_key: str, radius: float, method: str, _solver: MSRSolver) -> dict | None:
+    """The certifier's probe at the radius it failed at, with its diagnosis (keyed by run and radius)."""
+    return _solver.explain_certificate()
+
+
+end = s.snapshot()
+if end["cert_failed_at"] is not None and end["certified_lower"] is not None and end["cert_failed_at"] < end["upper_msr"]:
+    # (a failure at the upper bound itself is no looseness: a verified adversarial video lies there)
+    fail, stage = end["cert_failed_at"], end["cert_stage"]
+    with st.expander(f"Why the certified lower bound stops at {end['certified_lower']:.4g}"):
+        st.caption(f"The certifier ({cert_method_text(stage)}) could not prove radius {fail:.4g}. "
+                   "One probe there shows where the bound is lost: the margin bound of each relaxation, and per "
+                   "perturbed step the CNN's unstable ReLUs (their relaxation is where the looseness sits) and "
+                   "the width of the feature box the LSTM's lines then compound."
+                   + (f" Radii between {end['certified_lower']:.4g} and {fail:.4g} were not searched to the end: "
+                      "more time may prove some of them." if fail > 1.05 * end["certified_lower"] else ""))
+        want = (st.session_state.get("msr_run_key"), fail)
+        if st.button(f"Explain: one {cert_method_text(stage)} probe at radius {fail:.4g}", key="msr_explain"):
+            st.session_state["msr_explain_for"] = want
+        if st.session_state.get("msr_explain_for") == want:
+            with st.spinner("Bound propagation at the failed radius…"):
+                try:
+                    ex = _explain(str(want[0]), float(fail), stage, s)
+                except CoreError as e:
+                    ex = None
+                    st.error(str(e))
+            if ex is not None:
+                names = {"ibp": "IBP", "crown": "CROWN", "joint": "joint (through the CNN into the flow)"}
+                st.markdown(f"Margin lower bound at radius {fail:.4g}: **{ex['margin_lower']:.4g}** "
+                            f"({'certified' if ex['certified'] else 'not certified'}; the best per class of "
+                            + ", ".join(f"{names.get(k, k)} {v:.4g}" for k, v in ex["bounds"].items())
+                            + f"; {ex['seconds']:.1f} s).")
+                st.plotly_chart(diagnosis_figure(ex["diagnosis"], f"{sel.spec.name} · radius {fail:.4g}"),
+                                width="stretch", key="msr_diag_chart")
+                if all(r["unstable"] is None for r in ex["diagnosis"]["steps"]):
+                    st.caption("IBP keeps no intermediate bounds: there are no unstable ReLUs to count, only "
+                               "the feature boxes.")
+                st.download_button("Download the diagnosis (JSON)", strict_json(ex),
+                                   file_name=f"certificate_diagnosis_{want[0]}.json", mime="application/json",
+                                   key="msr_diag_dl")
 st.header("Witnesses")
 def _changed_pair(vid: torch.Tensor) -> int:
     """The frame pair whose frames changed most (the panels show where the perturbation is)."""

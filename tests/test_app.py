@@ -174,6 +174,21 @@ def test_msr_page_start_pause_resume_stop():
     assert "msr_run" not in at.session_state
 
 
+def _start_and_finish(at: AppTest, seconds: float = 60.0):
+    """Press Start on the Safe radius page and wait for the run to end (time or iteration limit)."""
+    import time
+
+    at.button(key="msr_start").click()
+    at.run()
+    run = at.session_state["msr_run"]
+    t_end = time.monotonic() + seconds
+    while run.running and time.monotonic() < t_end:
+        time.sleep(0.5)
+    at.run()
+    assert not at.exception and run.status in ("done", "limit"), run.error
+    return run
+
+
 def _trace_names(at: AppTest) -> list[str]:
     chart = next(p for p in at.get("plotly_chart") if "iteration" in p.proto.spec)
     return [t.get("name", "") for t in json.loads(chart.proto.spec)["data"]]
@@ -215,16 +230,8 @@ def test_msr_page_certified_heuristic_with_node_radii_and_alpha_crown():
     at.run()
     at.selectbox(key="msr_cert_method").set_value("crown")
     at.run()
-    at.button(key="msr_start").click()
-    at.run()
-    run = at.session_state["msr_run"]
-    assert run.solver.cert.method == "crown"
-    for _ in range(120):
-        time.sleep(0.5)
-        if not run.running:
-            break
-    at.run()
-    assert not at.exception and run.status in ("done", "limit"), run.error
+    run = _start_and_finish(at)
+    assert run.solver.cert.method.split(" → ")[0] == "crown"  # the chosen method ran first
     assert run.solver.astar.node_probes >= 1
     used = {"crown": "(CROWN + B&B)", "crown → crown+": "(CROWN, then CROWN+ + B&B)",
             "crown → crown+ → crown++": "(CROWN, then CROWN+, then CROWN++ + B&B)"}[run.solver.cert.method]
@@ -312,6 +319,33 @@ def test_msr_brightness_and_scalability_panels():
     at.run()
     assert not at.exception
     assert [k.split(" ")[0] for k in at.session_state["msr_scal_res"]] == ["1", "2", "3"]
+
+
+def test_msr_page_explains_where_the_certificate_stops():
+    """After a run, the page offers the certifier's probe at the radius it failed at: that probe
+    (same method, same domain) does not certify, its relaxations' bounds and the per-step diagnosis
+    are shown and exported."""
+    at = _on_page("pages/msr.py", model="cnn_lstm", cls="translate_left", seed=0)
+    at.multiselect(key="msr_flows").set_value([14])
+    at.selectbox(key="msr_metric").set_value("linf")  # no branch and bound in ℓ∞, and IBP is one stage:
+    at.selectbox(key="msr_cert_method").set_value("ibp")  # the bisection's failure stands (the chart's bars:
+    at.number_input(key="msr_time").set_value(6.0)  # test_verify's diagnosis test)
+    at.run()
+    run = _start_and_finish(at)
+    snap = run.solver.snapshot()
+    fail = snap["cert_failed_at"]
+    assert snap["certified_lower"] < fail < snap["upper_msr"] and snap["cert_stage"] == "ibp"
+    assert any(e.label.startswith("Why the certified lower bound stops at") for e in at.expander)
+    at.button(key="msr_explain").click()
+    at.run()
+    assert not at.exception
+    text = next(m.value for m in at.markdown if m.value.startswith("Margin lower bound at radius"))
+    assert "not certified" in text and f"radius {fail:.4g}" in text and "IBP" in text
+    chart = next(p for p in at.get("plotly_chart") if "unstable ReLUs" in p.proto.spec)
+    data = json.loads(chart.proto.spec)["data"]
+    assert [t["name"] for t in data] == ["mean width of the feature box"] and data[0]["x"] == ["15"]
+    assert any("IBP keeps no intermediate bounds" in c.value for c in at.caption)  # hence no bars
+    assert "Download the diagnosis (JSON)" in [b.label for b in at.get("download_button")]
 
 
 def test_legacy_pages_mode_is_left_once(monkeypatch):

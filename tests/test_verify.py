@@ -14,6 +14,7 @@ from core.msr.space import Evaluator, FlowSpace
 from core.verify import CertifiedRadius, certify, supported, warp_bounds
 from core.verify.bounds import crown_lower, ibp, recurrent_ibp
 from core.verify.certify import Domain, ModelBounds, ball_box
+from core.viz.msr import diagnosis_figure
 
 
 @pytest.fixture(scope="module")
@@ -1089,6 +1090,9 @@ def test_diagnosis_says_where_a_probe_loses(lstm, c3d):
         (row,) = out["diagnosis"]["steps"]  # flow 14 moves frame 15: step 15 only
         assert row["step"] == 15 and row["neurons"] == [16384, 8192, 2048, 128]
     small, big = (outs[r]["diagnosis"]["steps"][0] for r in (1e-4, 1.0))
+    bars = [t for t in diagnosis_figure(outs[1.0]["diagnosis"]).data if t.type == "bar"]  # the page's chart
+    assert [t.name for t in bars] == [f"ReLU layer {k + 1} ({n} neurons)" for k, n in enumerate(big["neurons"])]
+    assert [t.y[0] for t in bars] == pytest.approx([100 * u / n for u, n in zip(big["unstable"], big["neurons"])])
     assert sum(small["unstable"]) < sum(big["unstable"]) < 0.2 * sum(big["neurons"])
     assert small["feature_width_max"] < 0.1 * big["feature_width_max"]
     # the box holds every sampled move's features: its widest feature is at least their range
@@ -1102,3 +1106,26 @@ def test_diagnosis_says_where_a_probe_loses(lstm, c3d):
     (row,) = c["diagnosis"]["steps"]
     assert row["step"] == "all" and len(row["unstable"]) == len(row["neurons"]) >= 3
     assert c["margin_lower"] >= max(c["bounds"].values()) - 1e-12
+
+
+def test_the_certifier_explains_the_radius_it_failed_at(lstm):
+    """``CertifiedRadius.failure`` / ``explain()``: the probe at the radius a stage failed at, re-run
+    exactly as the certifier ran it (method and domain), does not certify, and lies above the
+    certified radius; a stage that has not failed yet reports the stage before's failure."""
+    sp = _space(14)
+    cr = CertifiedRadius(lstm, sp, "l2")
+    assert cr.failure is None and cr.explain() is None
+    while cr.failure is None:
+        cr.step()
+    radius, method = cr.failure
+    assert radius > cr.lower and method == cr.mb.method == "crown+"
+    out = cr.explain()
+    assert not out["certified"] and out["radius"] == radius
+    assert out["margin_lower"] == pytest.approx(cr._m_hi, abs=1e-9)  # the certifier's own probe, re-run
+    assert out["diagnosis"]["method"] == method and out["diagnosis"]["steps"][0]["step"] == 15
+    cr._refine(cr.lower)  # the next stage, before it fails: the previous stage's failure stands
+    assert cr.mb.method == "crown++" and cr.failure == (radius, "crown+")
+    cr._hi, cr.lower = 0.9 * radius, radius  # proved since (branch and bound past a failed bisection probe):
+    assert cr.failure is None  # no stale failure below the certified radius
+    cr._bab_state = {"r": 1.05 * radius, "stack": [], "splits": 0}  # branch and bound under way
+    assert cr.failure == (1.05 * radius, "crown++")

@@ -259,10 +259,17 @@ class MSRSolver:
         while len(self._evals_window) > 2 and now - self._evals_window[0][0] > 5.0:
             self._evals_window.pop(0)
 
+    def explain_certificate(self) -> dict | None:
+        """Where the certified lower bound stops: the certifier's probe at the radius it failed at, with
+        its diagnosis (:meth:`core.verify.CertifiedRadius.explain`); ``None`` without a failure. Call it
+        while the solver is not running."""
+        return self.cert.explain() if self.cert is not None else None
+
     def snapshot(self) -> dict:
         """Everything a live view needs, computed from the solver's state (no internals)."""
         trace = self.trace
         lower, upper, upper_msr = self.bounds() if trace else (0.0, self.params.budget, math.inf)
+        fail = self.cert.failure if self.cert is not None else None
         return {"iteration": self.iteration, "seconds": self.elapsed, "lower": lower, "upper": upper,
                 "upper_msr": upper_msr, "certified_lower": self.certified_lower,
                 "has_witness": self._grid_witness() is not None or (self.upper_search is not None
@@ -272,6 +279,8 @@ class MSRSolver:
                 "activity": self.activity, "band": self.band if self.theorem1_valid() else None,
                 "lower_guarantee": self.lower_guarantee(), "cert_note": self.cert_note,
                 "cert_method": self.cert.method if self.cert is not None else None,
+                # the radius the certifier failed at, and the method (``cert_stage``): what to explain
+                "cert_failed_at": fail[0] if fail else None, "cert_stage": fail[1] if fail else None,
                 "bounds": self.bound_list() if trace else [], "budget": self.params.budget,
                 "space": self.space.describe(), "dims": self.space.dims}
 

@@ -1044,14 +1044,16 @@ def min_norm(space: FlowSpace, lo: torch.Tensor, hi: torch.Tensor, metric: str) 
 
 
 def certify(model, video: torch.Tensor, space: FlowSpace, radius: float, metric: str = "l2",
-            method: str = "crown+", label: int | None = None, diagnose: bool = False) -> dict:
+            method: str = "crown+", label: int | None = None, diagnose: bool = False, joint: bool = True) -> dict:
     """Is every flow perturbation with ``‖δ‖_p ≤ radius`` safe? (enclosing box, no splitting)
 
     Returns ``{certified, margin_lower, radius, metric, method, seconds}``: ``certified`` means the
     decision provably does not change (guarantee ``sound``). With ``diagnose``, also ``bounds``
     (the worst-class margin bound of each relaxation the method computes, by name:
     :meth:`ModelBounds.margin_bounds`; ``margin_lower`` is at least the best of them, as it takes the
-    best per class) and ``diagnosis`` (:meth:`ModelBounds.diagnosis`).
+    best per class) and ``diagnosis`` (:meth:`ModelBounds.diagnosis`). ``joint``: the joint bound of
+    the lifted forms on the ball's own box too (:attr:`Domain.dual_pays`; the certifier's crown+ stage
+    probes without it).
     """
     check_metric(metric)
     if not radius >= 0:
@@ -1063,7 +1065,7 @@ def certify(model, video: torch.Tensor, space: FlowSpace, radius: float, metric:
     mb = ModelBounds(clf, space.video, label, method)
     mb.diagnose = diagnose
     lo, hi = ball_box(space, radius, metric)
-    bounds = mb.margin_bounds(Domain(space, lo, hi, radius, metric))
+    bounds = mb.margin_bounds(Domain(space, lo, hi, radius, metric, joint=joint))
     m = float(mb.best(bounds).min())
     out = {"certified": m > TOL, "margin_lower": m, "radius": radius, "metric": metric, "method": mb.method,
            "seconds": time.perf_counter() - t0, "guarantee": "sound"}
@@ -1116,6 +1118,7 @@ class CertifiedRadius:
         self.trace: list[dict] = []
         self._hi: float | None = None  # smallest radius that failed (bisection)
         self._bab_fail: float | None = None  # smallest radius branch and bound gave up on
+        self._prev_failure: tuple[float, str] | None = None  # (radius, method) the stage before failed at
         self._bab_state: dict | None = None  # branch and bound under way: radius, box stack, splits
         self._m_lo: float | None = None  # the margin bounds of this stage at ``lower`` and ``_hi``
         self._m_hi: float | None = None
@@ -1131,7 +1134,7 @@ class CertifiedRadius:
         self.mb.deadline = self._deadline
         # the joint concretisation on the ball's own box only in the last, closing-in stage (crown++):
         # the stages that locate the radius probe faster without it
-        dom = Domain(self.space, lo, hi, radius, self.metric, joint=self.mb.method == "crown++")
+        dom = Domain(self.space, lo, hi, radius, self.metric, joint=self.mb.method == "crown++")  # (as :meth:`explain`)
         return float(self.mb.margin_lower(dom).min())
 
     def abandon(self) -> None:
@@ -1144,6 +1147,8 @@ class CertifiedRadius:
         if not self._stages:
             return False
         nxt = self._stages.pop(0)
+        if self._hi is not None:
+            self._prev_failure = (self._hi, self.mb.method)
         self._fine = True
         self.mb = ModelBounds(self.clf, self.space.video, self.label, nxt)
         self.method = f"{self.method} → {nxt}"
@@ -1163,6 +1168,29 @@ class CertifiedRadius:
             return float(self.mb_nodes.margin_lower(dom).min()) > TOL
         except OutOfTime:  # a crown+ probe past the time limit (or stopped): it proves nothing
             return False
+
+    @property
+    def failure(self) -> tuple[float, str] | None:
+        """``(radius, method)``: the smallest radius above ``lower`` the current stage failed to prove (a
+        bisection probe, or branch and bound out of boxes) or is splitting (branch and bound under way:
+        its ball failed as one box, or was split unprobed), else the one the stage before failed at;
+        ``None`` before any failure. :meth:`explain` probes it again and says where the bound is lost."""
+        fails = [r for r in (self._hi, self._bab_fail) if r is not None and r > self.lower]  # (branch and
+        if self._bab_state is not None:  # bound may have proved a radius the bisection failed at)
+            fails.append(self._bab_state["r"])
+        if fails:
+            return min(fails), self.mb.method
+        prev = self._prev_failure  # (unless this stage has proved that radius since)
+        return prev if prev is not None and prev[0] > self.lower else None
+
+    def explain(self) -> dict | None:
+        """The probe at :attr:`failure`, exactly as the certifier ran it (same method, same domain), with
+        its diagnosis (:func:`certify` with ``diagnose``); ``None`` before any failure."""
+        if self.failure is None:
+            return None
+        radius, method = self.failure
+        return certify(self.clf, self.space.video, self.space, radius, self.metric, method, label=self.label,
+                       diagnose=True, joint=method == "crown++")
 
     def _record(self) -> None:
         self.trace.append({"seconds": time.perf_counter() - self.t0, "certified_lower": self.lower})

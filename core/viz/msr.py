@@ -122,3 +122,31 @@ def msr_set_figure(rows: list[dict], budget: float) -> go.Figure:
                       yaxis_title="flow distance ‖δ‖ (px)", height=440,
                       margin=dict(l=10, r=10, t=10, b=40), legend=dict(orientation="h", y=-0.3, yanchor="top", x=0))
     return fig
+
+
+def diagnosis_figure(diag: dict, title: str = "") -> go.Figure:
+    """Where one bound-propagation probe loses (:meth:`core.verify.ModelBounds.diagnosis`): per
+    perturbed step, the unstable ReLUs of every CNN layer as a share of its neurons (bars: the
+    relaxation's looseness sits in these), and the mean width of the feature box entering the
+    recurrent head (line, right axis: what the LSTM's lines then compound)."""
+    from plotly.subplots import make_subplots
+
+    steps = diag["steps"]
+    xs = [str(r["step"]) for r in steps]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    layers = max((len(r["unstable"] or []) for r in steps), default=0)
+    for k in range(layers):
+        ys = [100.0 * r["unstable"][k] / r["neurons"][k] if r["unstable"] else None for r in steps]
+        n = next(r["neurons"][k] for r in steps if r["neurons"])
+        fig.add_trace(go.Bar(x=xs, y=ys, name=f"ReLU layer {k + 1} ({n} neurons)",
+                             customdata=[r["unstable"][k] if r["unstable"] else None for r in steps],
+                             hovertemplate="step %{x}: %{customdata} unstable (%{y:.2f} %)<extra></extra>"),
+                      secondary_y=False)
+    fig.add_trace(go.Scatter(x=xs, y=[r["feature_width_mean"] for r in steps], mode="lines+markers",
+                             name="mean width of the feature box", line={"color": "black"}), secondary_y=True)
+    fig.update_layout(title=title, barmode="group", height=340, margin={"l": 10, "r": 10, "t": 40, "b": 40},
+                      legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0})
+    fig.update_xaxes(title="perturbed step (frame pair)")
+    fig.update_yaxes(title="unstable ReLUs (% of the layer)", secondary_y=False)
+    fig.update_yaxes(title="feature box width", secondary_y=True)
+    return fig
