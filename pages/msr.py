@@ -267,7 +267,7 @@ if end["cert_failed_at"] is not None and end["certified_lower"] is not None and 
                     st.error(str(e))
             if ex is not None:
                 names = {"ibp": "IBP", "crown": "CROWN", "joint": "joint (through the CNN into the flow)"}
-                st.markdown(f"Margin lower bound at radius {fail:.4g}: **{ex['margin_lower']:.4g}** "
+                st.markdown(f"Margin lower bound at radius {fail:.4g} (*sound*): **{ex['margin_lower']:.4g}** "
                             f"({'certified' if ex['certified'] else 'not certified'}; the best per class of "
                             + ", ".join(f"{names.get(k, k)} {v:.4g}" for k, v in ex["bounds"].items())
                             + f"; {ex['seconds']:.1f} s).")

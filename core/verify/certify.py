@@ -657,7 +657,7 @@ class ModelBounds:
         if self.last_steps is None:
             raise ParameterError("diagnosis() needs diagnose = True and a margin_bounds() call first")
         steps = []
-        for s, (box, cnn, _) in sorted(self.last_steps.items(), key=lambda kv: str(kv[0]).zfill(4)):
+        for s, (box, cnn, _) in self.last_steps.items():  # (in step order)
             w = (box[1] - box[0]).flatten()
             row = {"step": s, "feature_width_mean": float(w.mean()), "feature_width_max": float(w.max()),
                    "unstable": None, "neurons": None}
@@ -1133,8 +1133,8 @@ class CertifiedRadius:
         self.boxes_checked += 1
         self.mb.deadline = self._deadline
         # the joint concretisation on the ball's own box only in the last, closing-in stage (crown++):
-        # the stages that locate the radius probe faster without it
-        dom = Domain(self.space, lo, hi, radius, self.metric, joint=self.mb.method == "crown++")  # (as :meth:`explain`)
+        # the stages that locate the radius probe faster without it (:meth:`explain` follows the same rule)
+        dom = Domain(self.space, lo, hi, radius, self.metric, joint=self.mb.method == "crown++")
         return float(self.mb.margin_lower(dom).min())
 
     def abandon(self) -> None:
@@ -1186,9 +1186,10 @@ class CertifiedRadius:
     def explain(self) -> dict | None:
         """The probe at :attr:`failure`, exactly as the certifier ran it (same method, same domain), with
         its diagnosis (:func:`certify` with ``diagnose``); ``None`` before any failure."""
-        if self.failure is None:
+        fail = self.failure
+        if fail is None:
             return None
-        radius, method = self.failure
+        radius, method = fail
         return certify(self.clf, self.space.video, self.space, radius, self.metric, method, label=self.label,
                        diagnose=True, joint=method == "crown++")
 
