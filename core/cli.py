@@ -22,10 +22,44 @@ def command(name: str):
     return deco
 
 
-def _load(name: str, device: str | None):
-    from core.models import load_model
+TORCHSCRIPT_EXT = (".pt", ".pth", ".ts")
 
-    return load_model(name, device)
+
+def _model_arg(value: str) -> str:
+    """``--model``: a shipped model's name, or the path of a user TorchScript file (with ``--spec``)."""
+    from core.models.registry import MODEL_NAMES
+
+    if value in MODEL_NAMES or value.lower().endswith(TORCHSCRIPT_EXT):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a shipped model ({', '.join(MODEL_NAMES)}) nor a "
+                                     f"TorchScript file ({', '.join(TORCHSCRIPT_EXT)}, with --spec)")
+
+
+def _load(name: str, device: str | None, spec_path: str | None = None):
+    """``(model, spec)``: a shipped model by name, or a user TorchScript file with its spec file
+    (JSON/YAML: ``frames``, ``size``, ``classes``), as on the pages' "Upload TorchScript…"."""
+    from pathlib import Path
+
+    from core.errors import ModelError, ParameterError
+    from core.models import load_model, load_torchscript, parse_spec, sha256_file
+    from core.models.registry import MODEL_NAMES
+
+    if name in MODEL_NAMES:
+        if spec_path:
+            raise ParameterError(f"--spec is for TorchScript files; {name!r} is a shipped model with its own card")
+        return load_model(name, device)
+    path = Path(name)
+    if not path.is_file():
+        raise ModelError(f"no TorchScript model file {name!r}")
+    if not spec_path:
+        raise ParameterError(f"a TorchScript model needs --spec FILE (JSON or YAML with frames, size, classes): {name!r}")
+    try:
+        text = Path(spec_path).read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise ModelError(f"cannot read the model spec {spec_path!r}: {e.strerror or e}") from None
+    spec = parse_spec(text, path.stem)
+    spec.card["sha256"] = sha256_file(path)  # results cached per weights, like the shipped models
+    return load_torchscript(path, spec, device)
 
 
 def _clf(name: str, device: str | None):
@@ -49,7 +83,7 @@ def cmd_predict(args: argparse.Namespace) -> dict:
     from core.inference import predict
     from core.video import open_video
 
-    model, spec = _load(args.model, args.device)
+    model, spec = _load(args.model, args.device, args.spec)
     video, info, true = open_video(args.video)
     out = predict(model, spec, video)
     out["video"] = info.to_dict()
@@ -153,7 +187,7 @@ def cmd_msr(args: argparse.Namespace) -> dict:
     from core.msr.run import run_msr
     from core.video import open_video, write_video
 
-    model, spec = _load(args.model, args.device)
+    model, spec = _load(args.model, args.device, args.spec)
     video, _, _ = open_video(args.video, spec.frames, spec.size)
     video = prepare(video, spec)
     params = MSRParams(metric=args.metric, tau=args.tau, budget=args.budget, flows=_ints(args.flows),
@@ -206,7 +240,7 @@ def _fitted_clip(args: argparse.Namespace):
     from core.inference import prepare
     from core.video import open_video
 
-    model, spec = _load(args.model, args.device)
+    model, spec = _load(args.model, args.device, args.spec)
     video, _, true = open_video(args.video, spec.frames, spec.size)
     return model, spec, prepare(video, spec), true
 
@@ -385,7 +419,7 @@ def cmd_panels(args: argparse.Namespace) -> dict:
     from core.msr.experiments import brightness_panel, scalability_panel
     from core.video import open_video
 
-    model, spec = _load(args.model, args.device)
+    model, spec = _load(args.model, args.device, args.spec)
     video, _, _ = open_video(args.video, spec.frames, spec.size)
     video = prepare(video, spec)
     clf = VideoClassifier(model, spec)
@@ -409,7 +443,7 @@ def cmd_certify(args: argparse.Namespace) -> dict:
     from core.verify import CertifiedRadius, Unsupported, certify, supported
     from core.video import open_video
 
-    model, spec = _load(args.model, args.device)
+    model, spec = _load(args.model, args.device, args.spec)
     clf = VideoClassifier(model, spec)
     why = supported(clf)
     if why:
@@ -440,6 +474,16 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     from core.bench import run_bench
 
     return run_bench(args.target, quick=args.quick, echo=not args.json)
+
+
+def _add_model_args(p: argparse.ArgumentParser, default: str, names: list[str]) -> None:
+    """``--model NAME|FILE`` and ``--spec FILE``, for the commands that run one model on one clip."""
+    p.add_argument("--model", default=default, type=_model_arg, metavar="NAME|FILE",
+                   help=f"a shipped model ({', '.join(names)}; default {default}) or your TorchScript file "
+                        f"({', '.join(TORCHSCRIPT_EXT)}) with --spec")
+    p.add_argument("--spec", default=None, metavar="FILE",
+                   help="with a TorchScript --model: its spec, JSON or YAML with frames, size and classes "
+                        "(the model maps (B, frames, 3, size, size) in [0, 1] to logits (B, classes))")
 
 
 def _add_attack_args(p: argparse.ArgumentParser) -> None:
@@ -479,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("models", "list shipped models")
     sp = add("predict", "classify a video")
     sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
-    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    _add_model_args(sp, DEFAULT_MODEL, MODEL_NAMES)
     sp = add("train", "train a shipped model from scratch and write assets/models/NAME.{pt,json}")
     sp.add_argument("--model", required=True, choices=MODEL_NAMES)
     sp.add_argument("--epochs", type=int, default=None)
@@ -505,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-frames", type=int, default=64)
     sp = add("msr", "converging bounds of the maximum safe radius w.r.t. optical flow")
     sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
-    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    _add_model_args(sp, DEFAULT_MODEL, MODEL_NAMES)
     sp.add_argument("--metric", default="l2", choices=["l1", "l2", "linf"])
     sp.add_argument("--tau", type=float, default=0.5, help="grid step τ (pixels of flow)")
     sp.add_argument("--budget", type=float, default=300.0, help="ball radius d")
@@ -527,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-certify", action="store_true", help="skip the sound certified lower bound")
     sp = add("panels", "Fig. 8 (brightness) or Fig. 10 (scalability) lower-bound traces")
     sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
-    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    _add_model_args(sp, DEFAULT_MODEL, MODEL_NAMES)
     sp.add_argument("--panel", required=True, choices=["brightness", "scalability"])
     sp.add_argument("--iters", type=int, default=40)
     sp.add_argument("--metric", default="l2", choices=["l1", "l2", "linf"])
@@ -536,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--block", type=int, default=16)
     sp = add("certify", "sound certified lower bound on the flow MSR (bound propagation, branch and bound)")
     sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
-    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    _add_model_args(sp, DEFAULT_MODEL, MODEL_NAMES)
     sp.add_argument("--metric", default="l2", choices=["l1", "l2", "linf"])
     sp.add_argument("--flows", default=None, help="frame pairs, e.g. 7 or 3,7 (default: all)")
     sp.add_argument("--block", type=int, default=16, help="pixels per block side")
@@ -556,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("attack", "run one attack on one clip")
     sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
-    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    _add_model_args(sp, DEFAULT_MODEL, MODEL_NAMES)
     _add_attack_args(sp)
     sp.add_argument("--black-box", default=None, choices=MODEL_NAMES, help="judge success on this model")
     sp.add_argument("--use-true-label", action="store_true", help="attack the true class of a synthetic clip")
@@ -585,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attack_args(sp)
     sp = add("compress", "do adversarial perturbations survive H.264 / JPEG compression? (DeepSAVA §4.2.3)")
     sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
-    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    _add_model_args(sp, DEFAULT_MODEL, MODEL_NAMES)
     sp.add_argument("--codec", default="h264", choices=["h264", "jpeg"])
     sp.add_argument("--crf", default="18,23,28", help="H.264 CRF levels (larger = stronger)")
     sp.add_argument("--quality", default="95,75,50", help="JPEG quality levels (smaller = stronger)")
@@ -629,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--address", default=None, help="join a Ray cluster (ray://host:port; default $RAY_ADDRESS)")
     sp = add("saliency", "input-gradient saliency maps per frame (SmoothGrad optional)")
     sp.add_argument("video", help="a video path or synthetic:<class>:<seed>")
-    sp.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
+    _add_model_args(sp, DEFAULT_MODEL, MODEL_NAMES)
     sp.add_argument("--label", default=None, help="class (name or index) to explain; default: the predicted one")
     sp.add_argument("--smoothgrad", type=int, default=0, help="noisy samples (0 = plain gradient)")
     sp.add_argument("--sigma", type=float, default=0.1, help="SmoothGrad noise σ")

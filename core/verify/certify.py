@@ -550,7 +550,7 @@ def supported(model) -> str | None:
         return ("this model computes optical flow inside itself (Horn–Schunck iterations or a "
                 "non-differentiable flow method), which our bound propagation cannot relax soundly")
     if kind == "ScriptedVideoModel":
-        return "an uploaded TorchScript model is opaque: its layers cannot be relaxed by our verifier"
+        return "a user TorchScript model is opaque: its layers cannot be relaxed by our verifier"
     return f"the verifier supports cnn_lstm/cnn_gru/cnn_rnn and c3d; {kind} has layers it does not relax"
 
 
