@@ -36,7 +36,8 @@ def _model_arg(value: str) -> str:
 
 
 def _load(name: str, device: str | None, spec_path: str | None = None):
-    """``(model, spec)``: a shipped model by name, or a user TorchScript file with its spec file
+    """``(model, spec)``: a shipped model by name; a model that ``train --out DIR`` wrote
+    (``DIR/NAME.pt`` beside its card ``DIR/NAME.json``); or a user TorchScript file with its spec file
     (JSON/YAML: ``frames``, ``size``, ``classes``), as on the pages' "Upload TorchScript…"."""
     from pathlib import Path
 
@@ -51,6 +52,8 @@ def _load(name: str, device: str | None, spec_path: str | None = None):
     path = Path(name)
     if not path.is_file():
         raise ModelError(f"no TorchScript model file {name!r}")
+    if path.stem in MODEL_NAMES and path.with_suffix(".json").is_file() and not spec_path:
+        return load_model(path.stem, device, root=path.parent)  # written by `train --out DIR`, with its card
     if not spec_path:
         raise ParameterError(f"a TorchScript model needs --spec FILE (JSON or YAML with frames, size, classes): {name!r}")
     try:
@@ -98,14 +101,18 @@ def cmd_predict(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> dict:
     from core.models.train import train_model
 
+    from pathlib import Path
+
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    out = {"out_dir": Path(args.out)} if args.out else {}
     if args.certified:
         from core.models.certtrain import certified_train
 
-        return certified_train(args.model, flow_px=args.flow_px, steps=args.steps, n_train=args.n_train,
-                               seed=args.seed, device=args.device, progress=log)
+        return certified_train(args.model, threat=args.threat, flow_px=args.flow_px, radius=args.radius,
+                               init=args.init, steps=args.steps, n_train=args.n_train, seed=args.seed,
+                               device=args.device, progress=log, **out)
     return train_model(args.model, epochs=args.epochs, n_train=args.n_train, seed=args.seed,
-                       device=args.device, progress=log)
+                       device=args.device, progress=log, **out)
 
 
 @command("flow")
@@ -529,10 +536,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int, default=None)
     sp.add_argument("--n-train", type=int, default=1600)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", default=None, metavar="DIR",
+                    help="write NAME.pt and its card NAME.json here instead of assets/models (then load it with "
+                         "--model DIR/NAME.pt)")
     sp.add_argument("--certified", action="store_true",
-                    help="IBP certified training against flow manipulations (writes NAME_certified; resumable)")
-    sp.add_argument("--flow-px", type=float, default=0.05, help="with --certified: the shift bound κ in pixels")
-    sp.add_argument("--steps", type=int, default=3000, help="with --certified: training steps (batches of 16)")
+                    help="certified training against flow manipulations (writes NAME_certified; resumable)")
+    sp.add_argument("--threat", default="box", choices=["box", "ball"],
+                    help="with --certified: box (default, the shipped model) = shifts ≤ --flow-px of every pixel "
+                         "(IBP); ball = the ℓ2 ball of 16-px block shifts of every flow (sketched zonotope bounds, "
+                         "recurrent matrix held at 0)")
+    sp.add_argument("--radius", type=float, default=8.0, help="with --threat ball: the ball's radius (flow distance)")
+    sp.add_argument("--init", default=None, choices=MODEL_NAMES,
+                    help="with --certified: shipped weights to start from (default: the regular --model)")
+    sp.add_argument("--flow-px", type=float, default=0.05, help="with --threat box: the shift bound κ in pixels")
+    sp.add_argument("--steps", type=int, default=None,
+                    help="with --certified: training steps (default 3000 for box, batches of 16; 800 for ball, of 8)")
     sp = add("flow", "optical flow of a video, or --eval for EPE of every method")
     sp.add_argument("video", nargs="?", help="a video path or synthetic:<class>:<seed>")
     sp.add_argument("--method", default="farneback", choices=METHODS)

@@ -1,15 +1,23 @@
 """Certified training (core.models.certtrain): its box, its bounds, its loop and the shipped model."""
 
 import json
+import math
 
 import pytest
 import torch
+from torch import nn
 
 from core.data import make_split
 from core.errors import ParameterError
 from core.flow import warp
 from core.models import load_model
-from core.models.certtrain import certified_train, ibp_train_bounds, window_box
+from core.models.certtrain import (
+    ball_train_bounds,
+    certified_train,
+    ibp_train_bounds,
+    shift_forms,
+    window_box,
+)
 from core.models.nets import CNNRecurrent
 
 
@@ -68,6 +76,152 @@ def test_ibp_train_bounds_hold_and_are_exact_on_a_point():
             assert bool((out.gather(1, y[:, None]) - out >= marg - 1e-9).all())
 
 
+def _near(x: torch.Tensor, forms: tuple[torch.Tensor, torch.Tensor], z: torch.Tensor, block: int = 16) -> torch.Tensor:
+    """``x_t + g_t·z_t + k_t·|z_t|`` for block shifts ``z (B, T−1, 2, gh, gw)`` of frames 1 … T−1."""
+    g, k = forms
+    up = z.repeat_interleave(block, -2).repeat_interleave(block, -1).unsqueeze(3)  # (B, T−1, 2, 1, H, W)
+    moved = x[:, 1:] + (g[:, 1:] * up + k[:, 1:] * up.abs()).sum(2)
+    return torch.cat([x[:, :1], moved], 1)
+
+
+def test_shift_forms_are_the_warp_near_zero():
+    """Within the first pixel cell along one axis the bilinear warp is exactly ``x + g·z + k·|z|``."""
+    x, _, _ = make_split("test", 2, 4, 32)
+    x = x.double()
+    g, k = shift_forms(x, 16)
+    assert g.shape == k.shape == (2, 4, 2, 3, 32, 32) and not bool(g[:, 0].any()) and not bool(k[:, 0].any())
+    f = x[:, 2]
+    for c in range(2):
+        for zc in (-0.7, -0.25, 0.3, 1.0):
+            flow = torch.zeros(2, 2, 32, 32, dtype=torch.float64)
+            flow[:, c] = -zc  # the engine imposes warp(frame, −z)
+            want = warp(f, flow).clamp(0, 1)
+            got = f + g[:, 2, c] * zc + k[:, 2, c] * abs(zc)
+            assert torch.allclose(got, want, atol=1e-9), (c, zc)
+    with pytest.raises(ParameterError):
+        shift_forms(x, 10)
+
+
+def test_zonotope_transformers_contain_the_functions_at_every_point():
+    """Each transformer maps forms ``x(ζ) = c + a·ζ`` (ζ in the unit disk, 2 variables) to ``c' + a'·ζ ± e'``
+    that holds *pointwise*: ``f(x(ζ))`` lies in it for 2000 points of the circle (where the relaxations
+    are tightest) and 500 inside — the ReLU and a CNN chain, sigmoid and tanh, the product, and the
+    whole LSTM over three steps."""
+    from core.models.certtrain import (
+        _zono_box,
+        _zono_linear,
+        _zono_mul,
+        _zono_s,
+        zono_chain,
+        zono_lstm,
+    )
+    from core.verify.bounds import _dsig, _dtanh
+
+    gen = torch.Generator().manual_seed(0)
+    ang = torch.rand(2000, generator=gen, dtype=torch.float64) * 2 * math.pi
+    inner = torch.randn(500, 2, generator=gen, dtype=torch.float64)
+    inner = inner / inner.norm(dim=1, keepdim=True) * torch.rand(500, 1, generator=gen, dtype=torch.float64).sqrt()
+    zeta = torch.cat([torch.stack([ang.cos(), ang.sin()], 1), inner])  # on the unit circle, then inside
+
+    def form(n: int, spread: float = 1.0):
+        return (torch.randn(1, n, generator=gen, dtype=torch.float64) * spread,
+                torch.randn(1, 2, n, generator=gen, dtype=torch.float64), torch.zeros(1, n, dtype=torch.float64))
+
+    def at(z, pts):  # the form's value at every point: (P, n) ± e
+        c, a, e = z
+        return c + pts @ a[0], e
+
+    def holds(value, z):
+        mid, e = at(z, zeta)
+        return bool(((value - mid).abs() <= e + 1e-9).all())
+
+    x = form(300)
+    c, a, e, _ = zono_chain([nn.ReLU()], *x, 1.0)
+    assert holds(torch.relu(at(x, zeta)[0]), (c, a, e))
+    for fn, dfn in ((torch.sigmoid, _dsig), (torch.tanh, _dtanh)):
+        y, (flo, fhi) = _zono_s(fn, dfn, x, 1.0)
+        assert holds(fn(at(x, zeta)[0]), y)
+        assert bool((fn(at(x, zeta)[0]) >= flo - 1e-12).all()) and bool((fn(at(x, zeta)[0]) <= fhi + 1e-12).all())
+    u, v = form(300), form(300)
+    assert holds(at(u, zeta)[0] * at(v, zeta)[0], _zono_mul(u, v, _zono_box(u, 1.0), _zono_box(v, 1.0)))
+    chain = [nn.Linear(300, 40).double(), nn.ReLU(), nn.Linear(40, 20).double(), nn.ReLU()]
+    c, a, e, share = zono_chain(chain, *x, 1.0)
+    want = torch.nn.Sequential(*chain)(at(x, zeta)[0])
+    assert holds(want, (c, a, e)) and 0 < float(share[0]) < 1
+    # affine maps carry the error box tightly: its vertex sign(∂y_j/∂x) reaches y_j's upper end exactly
+    for layer in (nn.Linear(30, 20).double(), nn.Conv2d(3, 4, 3, 2, 1).double()):
+        shape = (30,) if isinstance(layer, nn.Linear) else (3, 6, 6)
+        c = torch.randn(1, *shape, generator=gen, dtype=torch.float64)
+        a = torch.randn(1, 2, *shape, generator=gen, dtype=torch.float64)
+        e = torch.rand(1, *shape, generator=gen, dtype=torch.float64)
+        yc, _, ye = zono_chain([layer], c, a, e, 1.0)[:3] if isinstance(layer, nn.Conv2d) else \
+            _zono_linear((c, a, e), layer.weight, layer.bias)
+        for j in range(0, ye.numel(), 7):
+            pt = c.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(layer(pt).flatten()[j], pt)
+            with torch.no_grad():
+                top = layer(c + torch.sign(grad) * e).flatten()[j]
+            assert float(top) == pytest.approx(float((yc + ye).flatten()[j]), abs=1e-9)
+    torch.manual_seed(1)
+    rnn = nn.LSTM(6, 5, batch_first=True).double()
+    steps = [form(6, 2.0) for _ in range(3)]
+    with torch.no_grad():
+        h, gate_w, cell_w = zono_lstm(rnn, steps, 1.0)
+        out, _ = rnn(torch.stack([at(s, zeta)[0] for s in steps], 1))  # (P, 3, 6) → (P, 3, 5)
+    assert holds(out[:, -1], h) and float(gate_w) > 0 and float(cell_w) > 0
+
+
+def test_ball_bounds_hold_over_the_flow_ball_near_zero():
+    """With the exact sketch (``sketch=None``), the zonotope bound of every margin holds for every
+    point of the ℓ2 ball of the linearised threat — random points on its sphere and a projected-gradient
+    search for the worst — and equals the clean margins at radius 0; the Gaussian sketch estimates it."""
+    torch.manual_seed(0)
+    net = CNNRecurrent(8, "lstm", feat_dim=16, hidden=12).double().eval()
+    x, y, _ = make_split("test", 3, 5, 32)  # 2 × 2 blocks of 16 px: 4 flows × 8 = 32 variables per clip
+    x = x.double()
+    with torch.no_grad():
+        logits = net(x)
+        exact = logits.gather(1, y[:, None]) - logits
+        marg, w = ball_train_bounds(net, x, y, 0.0, None)
+        assert torch.allclose(marg, exact, atol=1e-9) and float(w["feature"]) == 0 and float(w["cell"]) == 0
+    radius = 3.0
+    rz = radius / 16  # ‖δ‖₂ = 16 ‖z‖₂ on 16-px blocks
+    with torch.no_grad():
+        bound, w = ball_train_bounds(net, x, y, radius, None)
+    assert float(w["feature"]) > 0 and float(w["cell"]) > 0 and float(w["unstable"]) > 0
+    forms = shift_forms(x, 16)
+    gen = torch.Generator().manual_seed(1)
+    lowest = torch.full_like(bound, math.inf)
+    with torch.no_grad():
+        for _ in range(64):  # random points of the sphere
+            z = torch.randn(3, 4, 2, 2, 2, generator=gen, dtype=torch.float64)
+            z = z * rz / z.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)
+            out = net(_near(x, forms, z))
+            lowest = torch.minimum(lowest, out.gather(1, y[:, None]) - out)
+    for j in range(8):  # projected gradient descent on each margin
+        z = torch.zeros(3, 4, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+        for _ in range(30):
+            out = net(_near(x, forms, z))
+            m = out.gather(1, y[:, None])[:, 0] - out[:, j]
+            (grad,) = torch.autograd.grad(m.sum(), z)
+            with torch.no_grad():
+                z -= rz / 4 * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1, 1)
+                z *= (rz / z.flatten(1).norm(dim=1).clamp_min(rz)).view(-1, 1, 1, 1, 1)
+        with torch.no_grad():
+            out = net(_near(x, forms, z))
+            lowest[:, j] = torch.minimum(lowest[:, j], out.gather(1, y[:, None])[:, 0] - out[:, j])
+    assert bool((lowest >= bound - 1e-9).all()), (lowest - bound).min()
+    loss = exact - bound
+    assert float(loss.max()) > 0.01  # the radius is not trivial: the bound gave something up
+    with torch.no_grad():  # a large Gaussian sketch estimates the exact bound
+        est, _ = ball_train_bounds(net, x, y, radius, 1024, generator=torch.Generator().manual_seed(2))
+    assert float((est - bound).abs().max()) < 0.1 * float(loss.max())
+    with pytest.raises(ParameterError):
+        ball_train_bounds(net, x, y, -1.0)
+    with pytest.raises(ParameterError):
+        ball_train_bounds(CNNRecurrent(8, "gru", feat_dim=16, hidden=12).double(), x, y, 1.0)
+
+
 def test_certified_training_writes_a_loadable_model_and_resumes(tmp_path, monkeypatch):
     import core.models.certtrain as ct
     from core.models import registry
@@ -95,15 +249,24 @@ def test_certified_training_writes_a_loadable_model_and_resumes(tmp_path, monkey
     assert logs[0] == "resuming cnn_lstm_certified after step 2" and saved_steps == [2]
     assert not (tmp_path / "cnn_lstm_certified.ckpt").exists()
     assert json.loads((tmp_path / "cnn_lstm_certified.json").read_text()) == card
-    assert card["certified_training"]["flow_px"] == 0.05 and 0 <= card["test_accuracy"] <= 1
+    assert card["certified_training"]["threat_kind"] == "box" and card["certified_training"]["flow_px"] == 0.05
+    assert 0 <= card["test_accuracy"] <= 1
     cr = card["certified_radius"]
     assert cr["guarantee"] == "sound" and cr["space"]["flows"] == [7]
     assert len(cr["cnn_lstm_certified"]["radii"]) == len(cr["cnn_lstm"]["radii"]) == cr["clips"]
     model, spec = load_model("cnn_lstm_certified", "cpu", root=tmp_path)
     assert spec.classes == card["classes"] and registry.ARCHITECTURES["cnn_lstm_certified"]
+    assert bool(model.rnn.weight_hh_l0.any())
+    ball = certified_train(**{**kw, "threat": "ball", "out_dir": tmp_path / "ball", "cert_clips": 0})
+    how = ball["certified_training"]
+    assert how["threat_kind"] == "ball" and how["radius"] == 8.0 and how["recurrent_matrix"] == "held at 0"
+    net = load_model("cnn_lstm_certified", "cpu", root=tmp_path / "ball")[0]
+    assert not bool(net.rnn.weight_hh_l0.any()) and bool(net.rnn.weight_ih_l0.any())  # U held at 0, W trained
+    assert not torch.equal(net.rnn.weight_ih_l0, regular.rnn.weight_ih_l0)
     after = load_model("cnn_lstm", "cpu")[0].state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the shipped regular model is untouched
-    for bad in (dict(base="c3d"), dict(flow_px=0.0), dict(steps=0), dict(lam=-1.0)):
+    for bad in ({"base": "c3d"}, {"flow_px": 0.0}, {"threat": "ball", "radius": 0.0}, {"threat": "cube"},
+                {"steps": 0}, {"lam": -1.0}, {"threat": "ball", "sketch": 0}):
         with pytest.raises(ParameterError):
             certified_train(**{**kw, **bad})
 

@@ -327,3 +327,31 @@ def test_cli_runs_a_user_torchscript_model(tmp_path):
         assert r.returncode == 2 and says in r.stderr and r.stdout == "", (args, r.stderr)
     r = run("certify", "synthetic:rotate_cw:0", "--model", str(path), "--spec", str(spec), "--json")
     assert r.returncode == 2 and "cannot be certified" in r.stderr and "opaque" in r.stderr
+
+
+def test_cli_loads_a_model_trained_into_a_folder(tmp_path, monkeypatch):
+    """``train --out DIR`` writes ``DIR/NAME.{pt,json}``; ``--model DIR/NAME.pt`` loads it with its card
+    (sha256 checked), and ``train --certified`` passes the threat options through."""
+    import shutil
+
+    from core.cli import main
+    from core.models.registry import ASSETS
+
+    for ext in ("pt", "json"):
+        shutil.copy(ASSETS / f"c3d.{ext}", tmp_path / f"c3d.{ext}")
+    shipped = run("predict", "synthetic:rotate_ccw:2000005", "--model", "c3d", "--json")
+    mine = run("predict", "synthetic:rotate_ccw:2000005", "--model", str(tmp_path / "c3d.pt"), "--json")
+    assert mine.returncode == 0, mine.stderr
+    assert json.loads(mine.stdout)["probs"] == json.loads(shipped.stdout)["probs"]
+    with open(tmp_path / "c3d.pt", "ab") as f:
+        f.write(b"tampered")
+    bad = run("predict", "synthetic:rotate_ccw:2000005", "--model", str(tmp_path / "c3d.pt"), "--json")
+    assert bad.returncode == 2 and "sha256 mismatch" in bad.stderr
+    import core.models.certtrain as ct
+
+    seen = {}
+    monkeypatch.setattr(ct, "certified_train", lambda *a, **k: seen.update(k, base=a[0]) or {"ok": True})
+    assert main(["train", "--model", "cnn_lstm", "--certified", "--threat", "ball", "--radius", "6",
+                 "--init", "cnn_lstm_certified", "--out", str(tmp_path / "run"), "--json"]) == 0
+    assert seen["base"] == "cnn_lstm" and seen["threat"] == "ball" and seen["radius"] == 6.0
+    assert seen["init"] == "cnn_lstm_certified" and str(seen["out_dir"]) == str(tmp_path / "run")
