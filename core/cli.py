@@ -99,9 +99,9 @@ def cmd_predict(args: argparse.Namespace) -> dict:
 
 @command("train")
 def cmd_train(args: argparse.Namespace) -> dict:
-    from core.models.train import train_model
-
     from pathlib import Path
+
+    from core.models.train import train_model
 
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     out = {"out_dir": Path(args.out)} if args.out else {}
