@@ -151,7 +151,10 @@ def shift_forms(x: torch.Tensor, block: int = 16) -> tuple[torch.Tensor, torch.T
     return per_frame(g), per_frame(k)
 
 
-def _rad(a: torch.Tensor, r: float | tuple[float, int]) -> torch.Tensor:
+Radius = float | tuple[float, int]  # :func:`_rad`
+
+
+def _rad(a: torch.Tensor, r: Radius) -> torch.Tensor:
     """``r‖a‖₂`` over the sketch columns (axis 1): ``ρ‖a‖₂`` when ``r = ρ/√k`` for a Gaussian sketch
     (``E‖aΞ‖² = k‖a‖²``), exactly when ``r = ρ`` and ``Ξ = I``. With ``r = (r, k)`` the first ``k``
     columns sketch ``z`` and the others ``|z|``, each in the ball (``‖|z|‖₂ = ‖z‖₂``): ``r(‖a_z‖ + ‖a_u‖)``."""
@@ -171,7 +174,7 @@ def _zono_linear(x: Zono, w: torch.Tensor, b: torch.Tensor | None = None) -> Zon
     return F.linear(c, w, b), F.linear(a, w), F.linear(e, w.abs())
 
 
-def zono_chain(layers: list[nn.Module], c: torch.Tensor, a: torch.Tensor, e: torch.Tensor, r: float
+def zono_chain(layers: list[nn.Module], c: torch.Tensor, a: torch.Tensor, e: torch.Tensor, r: Radius
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Zonotope forms ``x = c + a·ζ ± e`` through a CNN chain (Conv2d, Linear, BatchNorm2d in eval, ReLU,
     AdaptiveAvgPool2d, Flatten): ``c, e (N, …)``, ``a (N, k, …)``. Affine maps act on ``c`` and ``a`` and
@@ -214,9 +217,7 @@ def zono_chain(layers: list[nn.Module], c: torch.Tensor, a: torch.Tensor, e: tor
     return c, a, e, unstable
 
 
-
-
-def _zono_s(fn, dfn, x: Zono, r: float) -> tuple[Zono, tuple[torch.Tensor, torch.Tensor]]:
+def _zono_s(fn, dfn, x: Zono, r: Radius) -> tuple[Zono, tuple[torch.Tensor, torch.Tensor]]:
     """DeepZ's sigmoid/tanh: on ``[l, u]``, ``fn(x) ∈ λx + μ₁ ± μ₂`` with ``λ = min(fn'(l), fn'(u))``,
     ``μ₁ = (fn(u) + fn(l) − λ(u + l))/2``, ``μ₂ = (fn(u) − fn(l) − λ(u − l))/2``. Also returns ``fn``'s range."""
     c, a, e = x
@@ -236,12 +237,12 @@ def _zono_mul(x: Zono, y: Zono, bx: tuple[torch.Tensor, torch.Tensor], by: tuple
             my.abs() * x[2] + mx.abs() * y[2] + (bx[1] - bx[0]) * (by[1] - by[0]) / 4)
 
 
-def _zono_box(x: Zono, r: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _zono_box(x: Zono, r: Radius) -> tuple[torch.Tensor, torch.Tensor]:
     rr = _rad(x[1], r) + x[2]
     return x[0] - rr, x[0] + rr
 
 
-def zono_lstm(rnn: nn.LSTM, steps: list[Zono], r: float) -> tuple[Zono, torch.Tensor, torch.Tensor]:
+def zono_lstm(rnn: nn.LSTM, steps: list[Zono], r: Radius) -> tuple[Zono, torch.Tensor, torch.Tensor]:
     """The LSTM (gate order i, f, g, o) over zonotope inputs ``steps[t] = (c (B, F), a (B, k, F), e (B, F))``.
     Returns the last hidden state's forms and the mean width of the gate pre-activations and of the
     cell states over the steps. The interval part ``e`` of ``h`` re-enters the gates through ``|U|`` at
