@@ -161,7 +161,7 @@ def test_zonotope_transformers_contain_the_functions_at_every_point():
             (grad,) = torch.autograd.grad(layer(pt).flatten()[j], pt)
             with torch.no_grad():
                 top = layer(c + torch.sign(grad) * e).flatten()[j]
-            assert float(top) == pytest.approx(float((yc + ye).flatten()[j]), abs=1e-9)
+            assert float(top) == pytest.approx(float((yc + ye).detach().flatten()[j]), abs=1e-9)
     torch.manual_seed(1)
     rnn = nn.LSTM(6, 5, batch_first=True).double()
     steps = [form(6, 2.0) for _ in range(3)]
