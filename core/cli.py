@@ -26,7 +26,8 @@ TORCHSCRIPT_EXT = (".pt", ".pth", ".ts")
 
 
 def _model_arg(value: str) -> str:
-    """``--model``: a shipped model's name, or the path of a user TorchScript file (with ``--spec``)."""
+    """``--model``: a shipped model's name, or a file: a trained model's weights beside its card, or a
+    user TorchScript file (with ``--spec``)."""
     from core.models.registry import MODEL_NAMES
 
     if value in MODEL_NAMES or value.lower().endswith(TORCHSCRIPT_EXT):
@@ -486,8 +487,8 @@ def cmd_bench(args: argparse.Namespace) -> dict:
 def _add_model_args(p: argparse.ArgumentParser, default: str, names: list[str]) -> None:
     """``--model NAME|FILE`` and ``--spec FILE``, for the commands that run one model on one clip."""
     p.add_argument("--model", default=default, type=_model_arg, metavar="NAME|FILE",
-                   help=f"a shipped model ({', '.join(names)}; default {default}) or your TorchScript file "
-                        f"({', '.join(TORCHSCRIPT_EXT)}) with --spec")
+                   help=f"a shipped model ({', '.join(names)}; default {default}), a model that `train --out "
+                        f"DIR` wrote (DIR/NAME.pt), or your TorchScript file ({', '.join(TORCHSCRIPT_EXT)}) with --spec")
     p.add_argument("--spec", default=None, metavar="FILE",
                    help="with a TorchScript --model: its spec, JSON or YAML with frames, size and classes "
                         "(the model maps (B, frames, 3, size, size) in [0, 1] to logits (B, classes))")
