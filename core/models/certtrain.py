@@ -3,7 +3,7 @@
 ``python -m core train --model cnn_lstm --certified`` fine-tunes the shipped regular model and
 writes ``cnn_lstm_certified`` (weights + model card). Two threats (``--threat``):
 
-**ball** (default, shipped): the threat the certificate is asked about — the ℓ2 ball of the 16-px
+**ball** (measured, not shipped: README): the threat the certificate is asked about — the ℓ2 ball of the 16-px
 block shifts of *every* flow (the Safe radius page's defaults), of radius ``radius`` in the page's
 flow distance (``‖δ‖₂ = 16‖z‖₂``). :func:`ball_train_bounds` bounds the margins over it jointly:
 
@@ -30,7 +30,7 @@ Objective, with the mean widths ``w_f`` (features), ``w_g`` (gate pre-activation
 the radius and ``ρ`` ramped from 0 over the first half of the steps, the best validation state after
 the ramp kept; ``λ = 0.5``, ``λ_f = 0``, ``β = 0.25``, 800 steps of 8 clips, Adam 3·10⁻⁴.
 
-**box** (the previous round's model): frame ``t ≥ 1`` re-sampled at a shift of at most ``κ`` ≤ 1 px
+**box** (default; the shipped model): frame ``t ≥ 1`` re-sampled at a shift of at most ``κ`` ≤ 1 px
 in x and y. A bilinear, border-padded sample at such a shift is a convex combination of the 3 × 3
 window around the pixel (replicate padding) in which the pixel itself keeps weight
 ``(1 − |s_x|)(1 − |s_y|) ≥ (1 − κ)²``, so with ``w = 1 − (1 − κ)²``
@@ -386,8 +386,8 @@ _DEFAULTS = {"ball": (800, 8, 3e-4, 0.25), "box": (3000, 16, 5e-4, 0.5)}
 
 def certified_train(base: str = "cnn_lstm", threat: str = "box", flow_px: float = 0.05, radius: float = 8.0,
                     steps: int | None = None, lam: float = 0.5, lam_f: float = 0.0, beta: float | None = None,
-                    sketch: int = 8, zero_recurrent: bool = True, init: str | None = None, n_train: int = 1600, n_val: int = 200,
-                    n_test: int = 400, lr: float | None = None, batch_size: int | None = None, seed: int = 0,
+                    sketch: int = 8, zero_recurrent: bool = True, init: str | None = None, n_train: int = 1600,
+                    n_val: int = 200, n_test: int = 400, lr: float | None = None, batch_size: int | None = None, seed: int = 0,
                     out_dir: Path = ASSETS, device: DeviceLike = None, cert_clips: int = 8, cert_time: float = 20.0,
                     resume: bool = True, ckpt_every: int = 100, progress: Callable[[str], None] | None = print) -> dict:
     """Certifiably train ``base``; write ``{base}_certified`` and return its card (module docstring:
@@ -509,7 +509,7 @@ def certified_train(base: str = "cnn_lstm", threat: str = "box", flow_px: float 
             "flow_px": flow_px, "lambda": lam, "beta": beta, "steps": steps, "batch_size": batch_size, "lr": lr,
             "ramp": "κ and ρ linear from 0 over the first half of the steps; the best validation state "
                     "after the ramp is kept",
-            "init": f"fine-tuned from {base}", "batchnorm": "statistics frozen (affine)",
+            "init": f"fine-tuned from {init or base}", "batchnorm": "statistics frozen (affine)",
             "cost_saving": "fine-tuned from the regular weights; IBP rather than CROWN-IBP in training"}
     card = {
         "name": name,
