@@ -126,23 +126,14 @@ def shift_forms(x: torch.Tensor, block: int = 16) -> tuple[torch.Tensor, torch.T
     the verifier's lifted forms (:class:`core.verify.certify.WarpLift`: exact up to the cross term within
     one pixel), from the engine's own warp at ±1 px (border padding, clamped to [0, 1]):
     ``g = −(p(+1) − p(−1))/2`` (``z = −s``), ``k = (p(+1) + p(−1))/2 − p(0)``. Frame 0 is never imposed (zero)."""
-    from core.flow import warp
+    from core.verify.certify import AXIS_SHIFTS, lift_slopes, unit_shifts
 
     if x.dim() != 5:
         raise ParameterError(f"expected (B, T, C, H, W), got {tuple(x.shape)}")
     b, t, c, h, w = x.shape
     if h % block or w % block:
         raise ParameterError(f"block {block} must divide the frame size {h}×{w}")
-    f = x[:, 1:].reshape(-1, c, h, w)
-
-    def at(sx: float, sy: float) -> torch.Tensor:
-        flow = torch.tensor([sx, sy], dtype=f.dtype, device=f.device).view(1, 2, 1, 1).expand(len(f), 2, h, w)
-        return warp(f, flow).clamp(0, 1)
-
-    p0 = at(0, 0)
-    xp, xm, yp, ym = at(1, 0), at(-1, 0), at(0, 1), at(0, -1)
-    g = torch.stack([-(xp - xm) / 2, -(yp - ym) / 2], 1)
-    k = torch.stack([(xp + xm) / 2 - p0, (yp + ym) / 2 - p0], 1)
+    g, k = lift_slopes(unit_shifts(x[:, 1:].reshape(-1, c, h, w), AXIS_SHIFTS))
 
     def per_frame(v: torch.Tensor) -> torch.Tensor:
         v = v.view(b, t - 1, 2, c, h, w)

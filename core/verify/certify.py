@@ -153,20 +153,37 @@ class WarpLift:
         self.fi, self.p0, self.g, self.k, self.c = fi, p0, g, k, c
 
 
+def unit_shifts(frames: torch.Tensor, shifts) -> dict[tuple[int, int], torch.Tensor]:
+    """The engine's warp of ``frames (N, C, H, W)`` at each constant shift ``(s_x, s_y)`` px (border
+    padding), clamped to [0, 1] — the samples the lifted forms are read from."""
+    n, _, h, w = frames.shape
+    out = {}
+    for sx, sy in shifts:
+        flow = torch.tensor([sx, sy], dtype=frames.dtype, device=frames.device).view(1, 2, 1, 1)
+        out[(sx, sy)] = warp(frames, flow.expand(n, 2, h, w)).clamp(0, 1)
+    return out
+
+
+AXIS_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def lift_slopes(p: dict[tuple[int, int], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(g, k)`` of :class:`WarpLift` from the warps ``p`` at :data:`AXIS_SHIFTS`, stacked on axis −4
+    (x, then y): ``g = −(p(+1) − p(−1))/2`` (``d/dz = −d/ds``), ``k = (p(+1) + p(−1))/2 − p(0)``."""
+    p0 = p[(0, 0)]
+    g = torch.stack([-(p[(1, 0)] - p[(-1, 0)]) / 2, -(p[(0, 1)] - p[(0, -1)]) / 2], -4)
+    k = torch.stack([(p[(1, 0)] + p[(-1, 0)]) / 2 - p0, (p[(0, 1)] + p[(0, -1)]) / 2 - p0], -4)
+    return g, k
+
+
 def warp_lift(space: FlowSpace) -> dict[int, WarpLift]:
     """:class:`WarpLift` of every imposed frame, from nine warps of each (shifts in {−1, 0, 1}²)."""
     out = {}
+    grid = [(sx, sy) for sx in (-1, 0, 1) for sy in (-1, 0, 1)]
     for fi, f in enumerate(space.flows):
-        frame = space.video[f + 1].unsqueeze(0)
-
-        def at(sx: float, sy: float, frame: torch.Tensor = frame) -> torch.Tensor:
-            flow = torch.tensor([sx, sy], dtype=frame.dtype, device=frame.device).view(1, 2, 1, 1)
-            return warp(frame, flow.expand(1, 2, *frame.shape[-2:]))[0].clamp(0, 1).double().cpu()
-
-        p = {(sx, sy): at(sx, sy) for sx in (-1, 0, 1) for sy in (-1, 0, 1)}
+        p = {s: v[0].double().cpu() for s, v in unit_shifts(space.video[f + 1].unsqueeze(0), grid).items()}
         p0 = p[(0, 0)]
-        g = torch.stack([-(p[(1, 0)] - p[(-1, 0)]) / 2, -(p[(0, 1)] - p[(0, -1)]) / 2])  # d/dz = −d/ds
-        k = torch.stack([(p[(1, 0)] + p[(-1, 0)]) / 2 - p0, (p[(0, 1)] + p[(0, -1)]) / 2 - p0])
+        g, k = lift_slopes(p)
         c = torch.stack([(p[(qx, qy)] - p[(qx, 0)] - p[(0, qy)] + p0).abs()
                          for qx in (-1, 1) for qy in (-1, 1)]).max(0).values / 2
         out[f + 1] = WarpLift(fi, p0, g, k, c)
