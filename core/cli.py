@@ -109,8 +109,17 @@ def cmd_train(args: argparse.Namespace) -> dict:
     if args.certified:
         from core.models.certtrain import certified_train
 
+        if args.init is not None:  # a clear error before the data is made
+            from core.errors import ParameterError
+            from core.models.registry import MODEL_NAMES
+
+            src = Path(args.init)
+            if args.init not in MODEL_NAMES and not (src.suffix == ".pt" and src.stem in MODEL_NAMES
+                                                     and src.is_file() and src.with_suffix(".json").is_file()):
+                raise ParameterError(f"--init must be a shipped model ({', '.join(MODEL_NAMES)}) or DIR/NAME.pt "
+                                     f"that `train --out DIR` wrote (its card NAME.json beside it), got {args.init!r}")
         return certified_train(args.model, threat=args.threat, flow_px=args.flow_px, radius=args.radius,
-                               init=args.init, steps=args.steps, n_train=args.n_train, seed=args.seed,
+                               orthant=args.orthant, init=args.init, steps=args.steps, n_train=args.n_train, seed=args.seed,
                                device=args.device, progress=log, **out)
     return train_model(args.model, epochs=args.epochs, n_train=args.n_train, seed=args.seed,
                        device=args.device, progress=log, **out)
@@ -547,8 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "(IBP); ball = the ℓ2 ball of 16-px block shifts of every flow (sketched zonotope bounds, "
                          "recurrent matrix held at 0)")
     sp.add_argument("--radius", type=float, default=8.0, help="with --threat ball: the ball's radius (flow distance)")
-    sp.add_argument("--init", default=None, choices=MODEL_NAMES,
-                    help="with --certified: shipped weights to start from (default: the regular --model)")
+    sp.add_argument("--init", default=None, metavar="NAME|DIR/NAME.pt",
+                    help="with --certified: weights to start from, shipped or written by `train --out DIR` "
+                         "(default: the regular --model)")
+    sp.add_argument("--orthant", action="store_true",
+                    help="with --threat ball: bound each clip over the orthant of block shifts in which its loss "
+                         "rises fastest (the warp is linear there) instead of sketching the warp's kinks apart")
     sp.add_argument("--flow-px", type=float, default=0.05, help="with --threat box: the shift bound κ in pixels")
     sp.add_argument("--steps", type=int, default=None,
                     help="with --certified: training steps (default 3000 for box, batches of 16; 800 for ball, of 8)")

@@ -12,6 +12,7 @@ from core.errors import ParameterError
 from core.flow import warp
 from core.models import load_model
 from core.models.certtrain import (
+    adversarial_orthant,
     ball_train_bounds,
     certified_train,
     ibp_train_bounds,
@@ -222,6 +223,74 @@ def test_ball_bounds_hold_over_the_flow_ball_near_zero():
         ball_train_bounds(CNNRecurrent(8, "gru", feat_dim=16, hidden=12).double(), x, y, 1.0)
 
 
+def test_orthant_bounds_hold_in_their_orthant_and_the_adversarial_one_raises_the_loss():
+    """Restricted to one orthant of the block shifts the threat is linear, ``x + (g + s·k)·z``: the bound
+    with ``signs`` (exact sketch) holds for random points of the orthant's part of the sphere and a
+    projected-gradient search there. :func:`adversarial_orthant` picks the orthant in which a small shift
+    raises the clean loss more than in the opposite one."""
+    torch.manual_seed(0)
+    net = CNNRecurrent(8, "lstm", feat_dim=16, hidden=12).double().eval()
+    x, y, _ = make_split("test", 3, 5, 32)
+    x = x.double()
+    forms = shift_forms(x, 16)
+    s = adversarial_orthant(net, x, y)
+    assert s.shape == (3, 5, 2, 2, 2) and bool((s.abs() == 1).all())
+    t = torch.full((3, 4, 2, 2, 2), 1e-3, dtype=torch.float64)
+    with torch.no_grad():
+        def loss(z: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(net(_near(x, forms, z)), y, reduction="none")
+        assert bool((loss(s[:, 1:] * t) > loss(-s[:, 1:] * t)).all())
+    radius = 3.0
+    rz = radius / 16
+    signs = torch.where(torch.rand(3, 5, 2, 2, 2, generator=torch.Generator().manual_seed(3)) < 0.5, 1.0, -1.0).double()
+    so = signs[:, 1:]
+    with torch.no_grad():
+        bound, _ = ball_train_bounds(net, x, y, radius, None, signs=signs)
+        kinked, _ = ball_train_bounds(net, x, y, radius, None)
+    gen = torch.Generator().manual_seed(1)
+    lowest = torch.full_like(bound, math.inf)
+
+    def into(z: torch.Tensor) -> torch.Tensor:  # onto the orthant ∩ ball
+        z = torch.where(z * so > 0, z, torch.zeros_like(z))
+        return z * (rz / z.flatten(1).norm(dim=1).clamp_min(rz)).view(-1, 1, 1, 1, 1)
+
+    with torch.no_grad():
+        for _ in range(64):
+            z = so * torch.randn(3, 4, 2, 2, 2, generator=gen, dtype=torch.float64).abs()
+            z = z * rz / z.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)
+            out = net(_near(x, forms, z))
+            lowest = torch.minimum(lowest, out.gather(1, y[:, None]) - out)
+    for j in range(8):
+        z = into(so * rz / 8)
+        for _ in range(30):
+            z.requires_grad_(True)
+            out = net(_near(x, forms, z))
+            (grad,) = torch.autograd.grad((out.gather(1, y[:, None])[:, 0] - out[:, j]).sum(), z)
+            with torch.no_grad():
+                z = into(z - rz / 4 * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1, 1))
+        with torch.no_grad():
+            out = net(_near(x, forms, z))
+            lowest[:, j] = torch.minimum(lowest[:, j], out.gather(1, y[:, None])[:, 0] - out[:, j])
+    assert bool((lowest >= bound - 1e-9).all()), (lowest - bound).min()
+    assert float((bound - kinked).max()) > 0  # one orthant is a smaller threat than the kinked ball
+    # at a tiny radius the bound is first-order exact for the orthant's linear forms x + (g + s·k)·z:
+    # margin − r‖∇_z margin‖ (each margin's gradient along those forms)
+    g, k = forms
+    lin = (g + signs.repeat_interleave(16, -2).repeat_interleave(16, -1).unsqueeze(3) * k)[:, 1:]
+    z = torch.zeros(3, 4, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+    up = z.repeat_interleave(16, -2).repeat_interleave(16, -1).unsqueeze(3)
+    out = net(torch.cat([x[:, :1], x[:, 1:] + (lin * up).sum(2)], 1))
+    exact = (out.gather(1, y[:, None]) - out).detach()
+    with torch.no_grad():
+        tiny, _ = ball_train_bounds(net, x, y, 16e-6, None, signs=signs)
+    for j in range(8):
+        (grad,) = torch.autograd.grad((out.gather(1, y[:, None])[:, 0] - out[:, j]).sum(), z, retain_graph=True)
+        first = 1e-6 * grad.flatten(1).norm(dim=1)  # (0 for j = y: that margin is 0 everywhere)
+        assert torch.allclose(exact[:, j] - tiny[:, j], first, rtol=1e-2, atol=1e-14), (j, exact[:, j] - tiny[:, j], first)
+    with pytest.raises(ParameterError):
+        ball_train_bounds(net, x, y, radius, None, signs=signs[:, :2])
+
+
 def test_certified_training_writes_a_loadable_model_and_resumes(tmp_path, monkeypatch):
     import core.models.certtrain as ct
     from core.models import registry
@@ -263,10 +332,18 @@ def test_certified_training_writes_a_loadable_model_and_resumes(tmp_path, monkey
     net = load_model("cnn_lstm_certified", "cpu", root=tmp_path / "ball")[0]
     assert not bool(net.rnn.weight_hh_l0.any()) and bool(net.rnn.weight_ih_l0.any())  # U held at 0, W trained
     assert not torch.equal(net.rnn.weight_ih_l0, regular.rnn.weight_ih_l0)
+    orth = certified_train(**{**kw, "threat": "ball", "orthant": True, "steps": 2, "cert_clips": 0,
+                              "init": str(tmp_path / "ball" / "cnn_lstm_certified.pt"), "out_dir": tmp_path / "orth"})
+    assert orth["certified_training"]["kinks"].startswith("one orthant") and "sketched" in how["kinks"]
+    assert orth["certified_training"]["init"] == f"fine-tuned from {tmp_path / 'ball' / 'cnn_lstm_certified.pt'}"
+    moved = load_model("cnn_lstm_certified", "cpu", root=tmp_path / "orth")[0]
+    assert not torch.equal(moved.rnn.weight_ih_l0, net.rnn.weight_ih_l0)  # trained on from the folder's weights
+    assert float((moved.rnn.weight_ih_l0 - net.rnn.weight_ih_l0).abs().max()) < \
+        float((moved.rnn.weight_ih_l0 - regular.rnn.weight_ih_l0).abs().max())
     after = load_model("cnn_lstm", "cpu")[0].state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the shipped regular model is untouched
     for bad in ({"base": "c3d"}, {"flow_px": 0.0}, {"threat": "ball", "radius": 0.0}, {"threat": "cube"},
-                {"steps": 0}, {"lam": -1.0}, {"threat": "ball", "sketch": 0}):
+                {"steps": 0}, {"lam": -1.0}, {"threat": "ball", "sketch": 0}, {"orthant": True}):
         with pytest.raises(ParameterError):
             certified_train(**{**kw, **bad})
 

@@ -355,3 +355,13 @@ def test_cli_loads_a_model_trained_into_a_folder(tmp_path, monkeypatch):
                  "--init", "cnn_lstm_certified", "--out", str(tmp_path / "run"), "--json"]) == 0
     assert seen["base"] == "cnn_lstm" and seen["threat"] == "ball" and seen["radius"] == 6.0
     assert seen["init"] == "cnn_lstm_certified" and str(seen["out_dir"]) == str(tmp_path / "run")
+    assert seen["orthant"] is False
+    (tmp_path / "run").mkdir(exist_ok=True)  # --init from a folder that `train --out DIR` wrote
+    for ext in ("pt", "json"):
+        shutil.copy(ASSETS / f"cnn_lstm_certified.{ext}", tmp_path / "run" / f"cnn_lstm_certified.{ext}")
+    init = str(tmp_path / "run" / "cnn_lstm_certified.pt")
+    assert main(["train", "--model", "cnn_lstm", "--certified", "--threat", "ball", "--orthant", "--init", init,
+                 "--json"]) == 0
+    assert seen["init"] == init and seen["orthant"] is True
+    bad = run("train", "--model", "cnn_lstm", "--certified", "--init", str(tmp_path / "c3d.json"), "--json")
+    assert bad.returncode == 2 and "--init must be a shipped model" in bad.stderr

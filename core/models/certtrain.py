@@ -269,8 +269,8 @@ def zono_lstm(rnn: nn.LSTM, steps: list[Zono], r: Radius) -> tuple[Zono, torch.T
 
 
 def ball_train_bounds(net: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float, sketch: int | None = 8,
-                      block: int = 16, generator: torch.Generator | None = None, kinks: bool = True
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                      block: int = 16, generator: torch.Generator | None = None, kinks: bool = True,
+                      signs: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Estimated lower bounds of ``z_y − z_j`` over the **ℓ2 ball of block shifts** of radius ``radius``
     (in the flow distance of the Safe radius page: ``‖δ‖₂ = block · ‖z‖₂``) moving every frame ``t ≥ 1``.
 
@@ -298,8 +298,15 @@ def ball_train_bounds(net: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: 
     if radius < 0 or (sketch is not None and sketch < 1):
         raise ParameterError(f"radius must be >= 0 and sketch >= 1 (or None), got {radius!r}, {sketch!r}")
     b, t, _, hh, ww = x.shape
-    parts = shift_forms(x, block) if kinks else shift_forms(x, block)[:1]
     gh, gw = hh // block, ww // block
+    if signs is not None:  # one orthant: there x_t(z) = x_t + (g + s·k)·z, linear (the ball around it: an outer bound)
+        if signs.shape != (b, t, 2, gh, gw):
+            raise ParameterError(f"signs must be (B, T, 2, H/block, W/block) = {(b, t, 2, gh, gw)}, got {tuple(signs.shape)}")
+        g, k = shift_forms(x, block)
+        up = signs.to(x.dtype).repeat_interleave(block, -2).repeat_interleave(block, -1).unsqueeze(3)
+        parts, kinks = (g + up * k,), False
+    else:
+        parts = shift_forms(x, block) if kinks else shift_forms(x, block)[:1]
     if sketch is None:  # Ξ = I: one column per shift variable of frames 1 … T−1 (exact, for tests)
         d = (t - 1) * 2 * gh * gw
         eye = torch.zeros(t, d, 2 * gh * gw, dtype=x.dtype, device=x.device)
@@ -331,6 +338,19 @@ def ball_train_bounds(net: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: 
     widths = {"feature": (fhi - flo).mean(), "gate": gate_w, "cell": cell_w,
               "unstable": torch.stack(unstable).mean() if unstable else x.new_zeros(())}
     return marg, widths
+
+
+def adversarial_orthant(net: nn.Module, x: torch.Tensor, y: torch.Tensor, block: int = 16) -> torch.Tensor:
+    """``(B, T, 2, H/block, W/block)`` signs ``s`` of the orthant of block shifts in which the clean loss rises
+    fastest to first order: with ``x_t(z) = x_t + g·z + k·|z|`` and ``∇`` the loss gradient at the clip,
+    ``z_i = s_i t_i`` changes the loss by ``(s_i ∇·g_i + ∇·k_i) t_i``, so ``s_i = sign(∇·g_i)``."""
+    b, t, _, hh, ww = x.shape
+    xx = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(F.cross_entropy(net(xx), y, reduction="sum"), xx)
+    g, _ = shift_forms(x.detach(), block)
+    alpha = (grad.unsqueeze(2) * g).sum(3).view(b, t, 2, hh // block, block, ww // block, block).sum((4, 6))
+    return torch.where(alpha >= 0, 1.0, -1.0).to(x.dtype)
 
 
 def _frozen_bn(net: nn.Module) -> None:
@@ -377,7 +397,7 @@ _DEFAULTS = {"ball": (800, 8, 3e-4, 0.25), "box": (3000, 16, 5e-4, 0.5)}
 
 def certified_train(base: str = "cnn_lstm", threat: str = "box", flow_px: float = 0.05, radius: float = 8.0,
                     steps: int | None = None, lam: float = 0.5, lam_f: float = 0.0, beta: float | None = None,
-                    sketch: int = 8, zero_recurrent: bool = True, init: str | None = None, n_train: int = 1600,
+                    sketch: int = 8, zero_recurrent: bool = True, orthant: bool = False, init: str | None = None, n_train: int = 1600,
                     n_val: int = 200, n_test: int = 400, lr: float | None = None, batch_size: int | None = None, seed: int = 0,
                     out_dir: Path = ASSETS, device: DeviceLike = None, cert_clips: int = 8, cert_time: float = 20.0,
                     resume: bool = True, ckpt_every: int = 100, progress: Callable[[str], None] | None = print) -> dict:
@@ -387,9 +407,12 @@ def certified_train(base: str = "cnn_lstm", threat: str = "box", flow_px: float 
     ``threat="box"`` (default, the shipped model): the window box of shifts ≤ ``flow_px`` px on every
     frame (IBP). ``threat="ball"``: the ℓ2 ball of block shifts of radius ``radius`` (16-px blocks, every
     flow; :func:`ball_train_bounds`, ``sketch`` columns), the recurrent matrix held at 0 with
-    ``zero_recurrent``.
+    ``zero_recurrent``; with ``orthant`` each clip's bound is over the orthant of block shifts in which its
+    loss rises fastest (:func:`adversarial_orthant`), where the warp is linear, instead of the whole ball
+    with its kinks sketched apart.
     ``steps``, ``batch_size``, ``lr`` and ``beta`` default per threat (``_DEFAULTS``). ``init``: the
-    shipped weights to start from (default ``base``, the regular model)."""
+    weights to start from: a shipped name or ``DIR/NAME.pt`` written with ``out_dir`` (default ``base``, the
+    regular model)."""
     from core.models.advtrain import fine_tune_start, finish_card
     from core.models.train import accuracy
 
@@ -404,6 +427,8 @@ def certified_train(base: str = "cnn_lstm", threat: str = "box", flow_px: float 
     beta = d_beta if beta is None else beta
     if threat == "box" and not 0 < flow_px <= 1:
         raise ParameterError(f"flow_px must be in (0, 1] px, got {flow_px!r}")
+    if orthant and threat != "ball":
+        raise ParameterError("orthant is an option of threat='ball'")
     if threat == "ball" and not (0 < radius <= 64 and sketch >= 1):
         raise ParameterError(f"radius must be in (0, 64] and sketch >= 1, got {radius!r}, {sketch!r}")
     if steps < 1 or batch_size < 1:
@@ -414,8 +439,10 @@ def certified_train(base: str = "cnn_lstm", threat: str = "box", flow_px: float 
     log = progress or (lambda s: None)
     t0 = time.time()
     dev, data, regular, net = fine_tune_start(base, n_train, n_val, n_test, seed, device)
-    if init is not None and init != base:
-        net.load_state_dict(load_model(init, dev)[0].state_dict())
+    if init is not None and init != base:  # a shipped name, or DIR/NAME.pt that `train --out DIR` wrote
+        src = Path(init)
+        start_from = load_model(src.stem, dev, root=src.parent) if src.suffix == ".pt" else load_model(init, dev)
+        net.load_state_dict(start_from[0].state_dict())
     (xtr, ytr), (xva, yva), (xte, yte) = data["train"], data["val"], data["test"]
     ball = threat == "ball"
     if ball and zero_recurrent:  # the path through which the LSTM's bounds compound (module docstring)
@@ -445,7 +472,8 @@ def certified_train(base: str = "cnn_lstm", threat: str = "box", flow_px: float 
         clean = F.cross_entropy(net(xb), yb)
         if ball:
             size = radius * rho
-            marg, w = ball_train_bounds(net, xb, yb, size, sketch, generator=gen)
+            signs = adversarial_orthant(net, xb, yb) if orthant else None
+            marg, w = ball_train_bounds(net, xb, yb, size, sketch, generator=gen, signs=signs)
             reg = lam_f * torch.log1p(w["feature"] / 0.02) + lam * (torch.log1p(w["gate"] / 2) + torch.log1p(w["cell"]))
             wf, wg = w["feature"], w["gate"]
         else:
@@ -486,6 +514,8 @@ def certified_train(base: str = "cnn_lstm", threat: str = "box", flow_px: float 
                       "regularisers; L = CE + λ_f·log(1 + w_f/0.02) + λ[log(1 + w_g/2) + log(1 + w_c)] + β·ρ·CE(worst case)",
             "threat": f"ℓ2 ball of radius {radius} (flow distance, 16-px blocks) of the block shifts of every flow",
             "radius": radius, "sketch": sketch, "recurrent_matrix": "held at 0" if zero_recurrent else "trained",
+            "kinks": ("one orthant per clip, the adversarial one (adversarial_orthant): x + (g + s·k)·z" if orthant
+                      else "sketched apart from z: x + g·z + k·|z|"),
             "lambda": lam, "lambda_f": lam_f, "beta": beta, "steps": steps, "batch_size": batch_size, "lr": lr,
             "ramp": "the radius and ρ linear from 0 over the first half of the steps; the best validation state "
                     "after the ramp is kept",
