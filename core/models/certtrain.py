@@ -288,7 +288,10 @@ def ball_train_bounds(net: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: 
     ball's geometry, where the window box (:func:`window_box`) sees a pixel box. With ``sketch=None``
     the sketch is the identity (one column per variable): then the bound is sound for the threat
     ``x_t + g_t·z + k_t·|z|`` (the tests check it against sampled and worst-direction points). The certificates come
-    from :mod:`core.verify`. Returns ``(margins (B, K), widths)`` with ``widths`` = mean ``feature``,
+    from :mod:`core.verify`. With ``signs`` ``(B, T, 2, H/block, W/block)`` of ±1 the bound is over one orthant
+    of the shifts (``s_i z_i ≥ 0``, e.g. :func:`adversarial_orthant`), where the frames are linear,
+    ``x_t + (g_t + s·k_t)·z``: with ``sketch=None`` sound there (tested), not over the ball.
+    Returns ``(margins (B, K), widths)`` with ``widths`` = mean ``feature``,
     ``gate`` and ``cell`` widths and the share of ``unstable`` ReLUs of the CNN."""
     from core.models.nets import CNNRecurrent
     from core.verify.bounds import flatten_chain
