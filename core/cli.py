@@ -36,6 +36,13 @@ def _model_arg(value: str) -> str:
                                      f"TorchScript file ({', '.join(TORCHSCRIPT_EXT)}, with --spec)")
 
 
+def _trained_into(path) -> bool:
+    """Is ``path`` a model that ``train --out DIR`` wrote: ``DIR/NAME.pt`` with its card ``DIR/NAME.json``?"""
+    from core.models.registry import MODEL_NAMES
+
+    return path.suffix == ".pt" and path.stem in MODEL_NAMES and path.is_file() and path.with_suffix(".json").is_file()
+
+
 def _load(name: str, device: str | None, spec_path: str | None = None):
     """``(model, spec)``: a shipped model by name; a model that ``train --out DIR`` wrote
     (``DIR/NAME.pt`` beside its card ``DIR/NAME.json``); or a user TorchScript file with its spec file
@@ -53,7 +60,7 @@ def _load(name: str, device: str | None, spec_path: str | None = None):
     path = Path(name)
     if not path.is_file():
         raise ModelError(f"no TorchScript model file {name!r}")
-    if path.stem in MODEL_NAMES and path.with_suffix(".json").is_file() and not spec_path:
+    if _trained_into(path) and not spec_path:
         return load_model(path.stem, device, root=path.parent)  # written by `train --out DIR`, with its card
     if not spec_path:
         raise ParameterError(f"a TorchScript model needs --spec FILE (JSON or YAML with frames, size, classes): {name!r}")
@@ -113,9 +120,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
             from core.errors import ParameterError
             from core.models.registry import MODEL_NAMES
 
-            src = Path(args.init)
-            if args.init not in MODEL_NAMES and not (src.suffix == ".pt" and src.stem in MODEL_NAMES
-                                                     and src.is_file() and src.with_suffix(".json").is_file()):
+            if args.init not in MODEL_NAMES and not _trained_into(Path(args.init)):
                 raise ParameterError(f"--init must be a shipped model ({', '.join(MODEL_NAMES)}) or DIR/NAME.pt "
                                      f"that `train --out DIR` wrote (its card NAME.json beside it), got {args.init!r}")
         return certified_train(args.model, threat=args.threat, flow_px=args.flow_px, radius=args.radius,
