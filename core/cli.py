@@ -557,9 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--certified", action="store_true",
                     help="certified training against flow manipulations (writes NAME_certified; resumable)")
     sp.add_argument("--threat", default="box", choices=["box", "ball"],
-                    help="with --certified: box (default, the shipped model) = shifts ≤ --flow-px of every pixel "
-                         "(IBP); ball = the ℓ2 ball of 16-px block shifts of every flow (sketched zonotope bounds, "
-                         "recurrent matrix held at 0)")
+                    help="with --certified: box (default; the shipped model's first step) = shifts ≤ --flow-px of "
+                         "every pixel (IBP); ball (its later steps) = the ℓ2 ball of 16-px block shifts of every "
+                         "flow (sketched zonotope bounds, recurrent matrix held at 0)")
     sp.add_argument("--radius", type=float, default=8.0, help="with --threat ball: the ball's radius (flow distance)")
     sp.add_argument("--init", default=None, metavar="NAME|DIR/NAME.pt",
                     help="with --certified: weights to start from, shipped or written by `train --out DIR` "

@@ -165,7 +165,7 @@ with tab3:
         st.plotly_chart(saliency_maps_figure(maps, sorted(frames)), width="stretch", key="sal_fig")
         st.caption("One colour scale for every panel (99.5th percentile of all maps shown). Regular vs "
                    "adversarially trained (`cnn_lstm_pgd_at`, `cnn_lstm_sava_at`; DeepSAVA App. D) vs certifiably "
-                   "trained (`cnn_lstm_certified`, IBP against flow manipulations of every frame).")
+                   "trained (`cnn_lstm_certified`, against an ℓ2 ball of flow manipulations of every frame).")
 
 with tab5:
     from core.msr import MSRParams

@@ -28,6 +28,19 @@ def certified():
 
 
 @pytest.fixture(scope="module")
+def box_certified():
+    """The earlier shipped certified model (box threat, κ 0.05; ``assets/candidates/box``). Unlike the
+    shipped ball-trained one, whose recurrent matrix is 0, it carries state from step to step: the
+    tests of the bounds through time use it."""
+    from core.classifier import as_classifier
+    from core.models import ASSETS, load_model
+
+    net, spec = load_model("cnn_lstm_certified", "cpu", root=ASSETS.parent / "candidates" / "box")
+    assert float(net.rnn.weight_hh_l0.abs().max()) > 0.1
+    return as_classifier(net, spec)
+
+
+@pytest.fixture(scope="module")
 def c3d():
     return load_classifier("c3d", "cpu")
 
@@ -299,7 +312,7 @@ def test_step_forms_bound_the_imposed_frames_pointwise(lift):
     assert float((x - low).min()) >= -1e-9 and float((up - x).min()) >= -1e-9
 
 
-@pytest.mark.parametrize("name", ["lstm", "c3d", "certified"])
+@pytest.mark.parametrize("name", ["lstm", "c3d", "certified", "box_certified"])
 @pytest.mark.parametrize("metric,radius", [("linf", 0.05), ("l2", 0.5), ("l2", 3.0)])
 def test_margin_bounds_hold_for_random_and_attacked_points(name, metric, radius, request):
     clf = request.getfixturevalue(name)
@@ -698,14 +711,14 @@ def test_margin_rows_of_the_last_layer_are_exact_over_a_box():
             assert torch.allclose(single, exact[others], atol=1e-12)
 
 
-def test_joint_bound_through_cnn_and_lstm_is_sound_and_shares_the_budget(certified):
+def test_joint_bound_through_cnn_and_lstm_is_sound_and_shares_the_budget(box_certified):
     """The ``joint`` bound (CROWN through time pulled back through every perturbed step's CNN,
     concretised once): on its own below the margin of random and PGD points in the ball, and
     tighter than per-step feature boxes on the 15 flows of the page defaults."""
     video = make_clip("translate_left", 0).video
     sp = FlowSpace(video, list(range(15)), 16)
-    ev = Evaluator(certified, sp)
-    mb = ModelBounds(certified, video, ev.label)
+    ev = Evaluator(box_certified, sp)
+    mb = ModelBounds(box_certified, video, ev.label)
     r = 1.0
     out = mb.margin_bounds(Domain(sp, *ball_box(sp, r, "l2"), r, "l2"))
     assert set(out) == {"ibp", "crown", "joint"}
@@ -756,15 +769,15 @@ def test_certified_ball_around_a_node(lstm):
     assert cr.around(zero, 0.02) is False
 
 
-def test_alpha_method_is_tighter_and_sound_on_the_certified_model(certified):
+def test_alpha_method_is_tighter_and_sound_on_the_certified_model(box_certified):
     """``method="alpha"`` (α-CROWN for the per-step CNN feature bounds): a larger margin bound than
     ``crown`` on the same ball, and random and PGD points inside stay above it."""
     sp = _space(14)
-    ev = Evaluator(certified, sp)
+    ev = Evaluator(box_certified, sp)
     r = 8.0
     dom = Domain(sp, *ball_box(sp, r, "l2"), r, "l2")
-    crown = float(ModelBounds(certified, sp.video, ev.label, "crown").margin_lower(dom).min())
-    alpha = float(ModelBounds(certified, sp.video, ev.label, "alpha").margin_lower(dom).min())
+    crown = float(ModelBounds(box_certified, sp.video, ev.label, "crown").margin_lower(dom).min())
+    alpha = float(ModelBounds(box_certified, sp.video, ev.label, "alpha").margin_lower(dom).min())
     assert alpha > crown + 0.05 and alpha > 0
     g = torch.Generator().manual_seed(5)
     z = torch.randn(128, sp.dims, generator=g, dtype=torch.float64)
@@ -814,14 +827,14 @@ def test_lstm_crown_joint_mode_shares_the_budget_and_is_sound():
     assert tighter >= 8
 
 
-def test_certified_radius_refines_with_crown_plus_and_keeps_its_time_limit(certified):
+def test_certified_radius_refines_with_crown_plus_and_keeps_its_time_limit(box_certified):
     """Once the CROWN bisection has converged, CertifiedRadius continues with crown+; a crown+ probe
     that would pass the time limit is abandoned (nothing proved, nothing lost) and the run ends on
     time; the bound only grows, and random points inside the certified ball keep the label."""
     import time
 
     sp = FlowSpace(make_clip("translate_left", 0).video, list(range(8, 15)), 16)
-    cr = CertifiedRadius(certified, sp, "l2", method="crown")
+    cr = CertifiedRadius(box_certified, sp, "l2", method="crown")
     for _ in range(60):  # the CROWN bisection, probe by probe, until it hands over to crown+
         if cr.method != "crown":
             break
@@ -837,12 +850,12 @@ def test_certified_radius_refines_with_crown_plus_and_keeps_its_time_limit(certi
     assert res["certified_lower"] >= before
     lows = [e["certified_lower"] for e in res["trace"]]
     assert lows == sorted(lows)
-    ev = Evaluator(certified, sp)
+    ev = Evaluator(box_certified, sp)
     g = torch.Generator().manual_seed(6)
     z = torch.randn(64, sp.dims, generator=g, dtype=torch.float64)
     z = z / sp.norm(z, "l2").unsqueeze(1) * res["certified_lower"]
     assert float(ev.margins(z).min()) > 0
-    assert CertifiedRadius(certified, sp, "l2", refine=False).run(time_limit=3.0)["method"] == "crown+"  # default
+    assert CertifiedRadius(box_certified, sp, "l2", refine=False).run(time_limit=3.0)["method"] == "crown+"  # default
 
 
 def test_certified_radius_goes_on_with_crown_plus_plus_and_only_rises(lstm):

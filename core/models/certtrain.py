@@ -3,7 +3,8 @@
 ``python -m core train --model cnn_lstm --certified`` fine-tunes the shipped regular model and
 writes ``cnn_lstm_certified`` (weights + model card). Two threats (``--threat``):
 
-**ball** (measured, not shipped: README): the threat the certificate is asked about — the ℓ2 ball of the 16-px
+**ball** (the shipped ``cnn_lstm_certified`` since 2026-11-23: box run → ball ℓ2 8 → three ball ℓ2 12
+runs, each ``--init`` the one before; README): the threat the certificate is asked about — the ℓ2 ball of the 16-px
 block shifts of *every* flow (the Safe radius page's defaults), of radius ``radius`` in the page's
 flow distance (``‖δ‖₂ = 16‖z‖₂``). :func:`ball_train_bounds` bounds the margins over it jointly:
 
@@ -18,7 +19,7 @@ flow distance (``‖δ‖₂ = 16‖z‖₂``). :func:`ball_train_bounds` bounds
   :mod:`core.verify`); with ``sketch=None`` it is exact and sound for the linearised threat (tested).
 
 **Why the recurrent matrix is held at 0.** The interval part of the hidden state re-enters the gates
-through ``|U|`` at every step: on the shipped box-trained model the zonotope bound doubled the
+through ``|U|`` at every step: on the box-trained model the zonotope bound doubled the
 cell-state width at every step and collapsed at ℓ2 1 (−1.8 against a clean margin of 1.69), and the
 verifier's own cell-state intervals were ≈ 20× the range a search finds. With ``U = 0`` the gates
 see the current step only; the cell still integrates over time (``c_t = f_t c_{t−1} + i_t g_t``) and the
@@ -30,7 +31,8 @@ Objective, with the mean widths ``w_f`` (features), ``w_g`` (gate pre-activation
 the radius and ``ρ`` ramped from 0 over the first half of the steps, the best validation state after
 the ramp kept; ``λ = 0.5``, ``λ_f = 0``, ``β = 0.25``, 800 steps of 8 clips, Adam 3·10⁻⁴.
 
-**box** (default; the shipped model): frame ``t ≥ 1`` re-sampled at a shift of at most ``κ`` ≤ 1 px
+**box** (default; the first step of the shipped model's chain, shipped alone until 2026-11-23 and kept
+in ``assets/candidates/box``): frame ``t ≥ 1`` re-sampled at a shift of at most ``κ`` ≤ 1 px
 in x and y. A bilinear, border-padded sample at such a shift is a convex combination of the 3 × 3
 window around the pixel (replicate padding) in which the pixel itself keeps weight
 ``(1 − |s_x|)(1 − |s_y|) ≥ (1 − κ)²``, so with ``w = 1 − (1 − κ)²``
@@ -407,7 +409,7 @@ def certified_train(base: str = "cnn_lstm", threat: str = "box", flow_px: float 
     """Certifiably train ``base``; write ``{base}_certified`` and return its card (module docstring:
     objectives, schedules, cost-saving choices).
 
-    ``threat="box"`` (default, the shipped model): the window box of shifts ≤ ``flow_px`` px on every
+    ``threat="box"`` (default; the shipped model's first step): the window box of shifts ≤ ``flow_px`` px on every
     frame (IBP). ``threat="ball"``: the ℓ2 ball of block shifts of radius ``radius`` (16-px blocks, every
     flow; :func:`ball_train_bounds`, ``sketch`` columns), the recurrent matrix held at 0 with
     ``zero_recurrent``; with ``orthant`` each clip's bound is over the orthant of block shifts in which its

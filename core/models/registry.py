@@ -36,8 +36,8 @@ ARCHITECTURES: dict[str, str] = {
     "cnn_lstm_pgd_at": "per-frame CNN + LSTM, PGD adversarial training (pixel ℓ∞ 0.01; core.models.advtrain)",
     "cnn_lstm_sava_at": "per-frame CNN + LSTM, DeepSAVA adversarial training (Alg. 4: flow 1 px + noise 0.03 on "
                         "the most salient frame; core.models.advtrain)",
-    "cnn_lstm_certified": "per-frame CNN + LSTM, IBP certified training against flow manipulations of every "
-                          "frame (core.models.certtrain)",
+    "cnn_lstm_certified": "per-frame CNN + LSTM, certified training against an ℓ2 ball of flow manipulations of "
+                          "every frame (core.models.certtrain)",
 }
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 DEFAULT_MODEL = "cnn_lstm"
