@@ -370,3 +370,44 @@ def test_shipped_certified_model_certifies_a_radius_the_regular_model_cannot():
     ok = certify(cert, x[i], space, r, "l2", label=int(y[i]))
     no = certify(regular, x[i], space, r, "l2", label=int(y[i]))
     assert ok["certified"] and not no["certified"] and ok["margin_lower"] > no["margin_lower"]
+
+
+def test_certified_chain_trains_each_stage_from_the_one_before_and_resumes(tmp_path, monkeypatch):
+    """``certified_chain`` (``train --certified --recipe shipped``): stage i+1 starts from stage i's
+    weights, only the last stage measures the certified radius, finished stages are skipped when the
+    chain is run again, and the last stage's weights and card land in ``out_dir`` with the chain named."""
+    import core.models.certtrain as ct
+
+    calls = []
+
+    def fake(base, **kw):
+        calls.append(kw)
+        kw["out_dir"].mkdir(parents=True)
+        torch.save({"w": torch.tensor([float(len(calls))])}, kw["out_dir"] / f"{base}_certified.pt")
+        card = {"name": f"{base}_certified", "train_seconds": 10.0 * len(calls),
+                "certified_training": {"threat_kind": kw["threat"], "init": f"fine-tuned from {kw['init']}"}}
+        (kw["out_dir"] / f"{base}_certified.json").write_text(json.dumps(card))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stopped during the second stage: its card is written, the third's not
+        return card
+
+    monkeypatch.setattr(ct, "certified_train", fake)
+    with pytest.raises(KeyboardInterrupt):
+        ct.certified_chain("cnn_lstm", out_dir=tmp_path / "out", progress=None, seed=3)
+    assert len(calls) == 2
+    card = ct.certified_chain("cnn_lstm", out_dir=tmp_path / "out", progress=None, seed=3)
+    work = tmp_path / "out" / ".cnn_lstm_certified_chain"
+    assert len(calls) == len(ct.SHIPPED_CHAIN) + 1 - 2 + 1  # stages 1-2 not run again
+    assert [c["threat"] for c in calls] == ["box", "ball", "ball", "ball", "ball"]
+    assert calls[0]["init"] is None and calls[0]["flow_px"] == 0.05 and calls[1]["radius"] == 8.0
+    for i, c in enumerate(calls[2:], start=2):
+        assert c["init"] == str(work / f"stage{i - 1}" / "cnn_lstm_certified.pt") and c["radius"] == 12.0
+        assert c["steps"] == 400 and c["seed"] == 3
+    assert all(c["cert_clips"] == 0 for c in calls[:-1]) and "cert_clips" not in calls[-1]
+    final = torch.load(tmp_path / "out" / "cnn_lstm_certified.pt", weights_only=True)["w"]
+    assert float(final) == 5.0  # the last stage's weights
+    assert json.loads((tmp_path / "out" / "cnn_lstm_certified.json").read_text()) == card
+    assert card["certified_training"]["init"].endswith("ball ℓ2 12, 400 steps → ball ℓ2 12, 400 steps")
+    assert card["chain_train_seconds"]["total"] == 10 + 20 + 30 + 40 + 50
+    with pytest.raises(ParameterError):
+        ct.certified_chain("cnn_lstm", stages=(), out_dir=tmp_path / "x")

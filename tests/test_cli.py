@@ -365,3 +365,29 @@ def test_cli_loads_a_model_trained_into_a_folder(tmp_path, monkeypatch):
     assert seen["init"] == init and seen["orthant"] is True
     bad = run("train", "--model", "cnn_lstm", "--certified", "--init", str(tmp_path / "c3d.json"), "--json")
     assert bad.returncode == 2 and "--init must be a shipped model" in bad.stderr
+
+
+def test_train_certified_recipe_shipped_runs_the_chain_and_refuses_mixed_options(tmp_path, monkeypatch, capsys):
+    """``train --certified --recipe shipped`` hands the whole chain to ``certified_chain``; options
+    that the recipe fixes, or the recipe without ``--certified``, exit 2 with a message; without a
+    recipe the single run keeps its defaults (box, κ 0.05)."""
+    import core.models.certtrain as ct
+    from core.cli import main
+
+    seen: dict = {}
+    monkeypatch.setattr(ct, "certified_chain", lambda *a, **k: seen.update(k, base=a[0], chain=True) or {"ok": 1})
+    monkeypatch.setattr(ct, "certified_train", lambda *a, **k: seen.update(k, base=a[0], chain=False) or {"ok": 1})
+    assert main(["train", "--model", "cnn_lstm", "--certified", "--recipe", "shipped", "--out", str(tmp_path),
+                 "--json"]) == 0
+    assert seen["chain"] and seen["base"] == "cnn_lstm" and str(seen["out_dir"]) == str(tmp_path)
+    assert "threat" not in seen and "init" not in seen
+    seen.clear()
+    assert main(["train", "--model", "cnn_lstm", "--certified", "--json"]) == 0
+    assert not seen["chain"] and seen["threat"] == "box" and seen["flow_px"] == 0.05 and seen["radius"] == 8.0
+    for extra in (["--threat", "ball"], ["--radius", "12"], ["--steps", "10"], ["--init", "cnn_lstm"], ["--orthant"],
+                  ["--flow-px", "0.1"]):
+        seen.clear()
+        assert main(["train", "--model", "cnn_lstm", "--certified", "--recipe", "shipped", *extra, "--json"]) == 2
+        assert not seen and f"drop {extra[0]}" in capsys.readouterr().err
+    assert main(["train", "--model", "cnn_lstm", "--recipe", "shipped", "--json"]) == 2
+    assert "--recipe is an option of --certified" in capsys.readouterr().err and not seen
