@@ -411,3 +411,22 @@ def test_certified_chain_trains_each_stage_from_the_one_before_and_resumes(tmp_p
     assert card["chain_train_seconds"]["total"] == 10 + 20 + 30 + 40 + 50
     with pytest.raises(ParameterError):
         ct.certified_chain("cnn_lstm", stages=(), out_dir=tmp_path / "x")
+
+
+def test_certified_chain_end_to_end_on_a_tiny_recipe(tmp_path):
+    """The real training through two tiny stages (box, then ball from the box's weights): the final
+    weights load with their card (sha256 checked), carry the ball stage's U = 0, and differ from the
+    box stage's."""
+    from core.models.certtrain import certified_chain
+
+    stages = ({"threat": "box", "steps": 2}, {"threat": "ball", "radius": 1.0, "steps": 2})
+    card = certified_chain("cnn_lstm", stages=stages, out_dir=tmp_path, progress=None, n_train=16, n_val=8,
+                           n_test=8, batch_size=4, cert_clips=1, cert_time=1.0)
+    net, spec = load_model("cnn_lstm_certified", "cpu", root=tmp_path)
+    box = load_model("cnn_lstm_certified", "cpu", root=tmp_path / ".cnn_lstm_certified_chain" / "stage0")[0]
+    assert spec.card == card and card["certified_training"]["threat_kind"] == "ball"
+    assert card["certified_training"]["init"] == ("fine-tuned along a chain of runs, each from the one before: "
+                                                  "cnn_lstm → box κ 0.05, 2 steps → ball ℓ2 1, 2 steps")
+    assert card["certified_radius"]["clips"] <= 1 and list(card["chain_train_seconds"])[-1] == "total"
+    assert bool(box.rnn.weight_hh_l0.any()) and not bool(net.rnn.weight_hh_l0.any())
+    assert not torch.equal(net.rnn.weight_ih_l0, box.rnn.weight_ih_l0)

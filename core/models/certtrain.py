@@ -604,7 +604,7 @@ def certified_chain(base: str = "cnn_lstm", stages: tuple[dict, ...] = SHIPPED_C
         else:
             log(f"chain stage {i + 1}/{len(stages)} ({_stage_name(stage)}) into {folder}")
             card = certified_train(base, **stage, init=init, out_dir=folder, progress=progress,
-                                   **({} if last else {"cert_clips": 0}), **kw)
+                                   **{**kw, **({} if last else {"cert_clips": 0})})
         seconds[f"{i + 1}. {_stage_name(stage)}"] = card.get("train_seconds")
         init = str(folder / f"{name}.pt")
     out_dir = Path(out_dir)
