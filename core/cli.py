@@ -109,16 +109,14 @@ def cmd_predict(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> dict:
     from pathlib import Path
 
+    from core.errors import ParameterError
     from core.models.train import train_model
 
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     out = {"out_dir": Path(args.out)} if args.out else {}
     if args.recipe and not args.certified:
-        from core.errors import ParameterError
-
         raise ParameterError("--recipe is an option of --certified")
     if args.certified:
-        from core.errors import ParameterError
         from core.models.certtrain import certified_chain, certified_train
 
         if args.recipe == "shipped":

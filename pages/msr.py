@@ -41,9 +41,12 @@ st.markdown(
 sel = current()
 video = require_model_and_clip(sel)
 if sel.spec.name == "cnn_lstm_certified":
+    card = sel.spec.card
+    cost = (f", at {card['test_accuracy']:.0%} test accuracy instead of the regular model's "
+            f"{card['regular_test_accuracy']:.2%}" if {"test_accuracy", "regular_test_accuracy"} <= set(card) else "")
     st.caption("`cnn_lstm_certified` was trained with bounds over an ℓ2 ball of flow manipulations of every frame: "
-               "its certified lower bound is far larger than the regular model's, at 92 % test accuracy instead "
-               "of 99.75 % (README, *Certified training*).")
+               f"its certified lower bound is far larger than the regular model's{cost} (README, *Certified "
+               "training*).")
 else:
     st.caption("Compare with the certifiably trained `cnn_lstm_certified`: pick it in the sidebar, or see both "
                "side by side over many clips in **Experiments → Safe radius over clips**.")

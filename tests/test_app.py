@@ -321,6 +321,18 @@ def test_msr_brightness_and_scalability_panels():
     assert [k.split(" ")[0] for k in at.session_state["msr_scal_res"]] == ["1", "2", "3"]
 
 
+def test_msr_page_says_what_the_certified_model_costs():
+    """With ``cnn_lstm_certified`` picked, the Safe radius page names its training threat and its clean
+    accuracy beside the regular model's, read from its card; with the regular model it points to it."""
+    at = _on_page("pages/msr.py", model="cnn_lstm_certified", cls="translate_left", seed=0)
+    card = at.session_state["selection"].spec.card
+    caption = next(c.value for c in at.caption if c.value.startswith("`cnn_lstm_certified` was trained"))
+    assert "ℓ2 ball" in caption and f"at {card['test_accuracy']:.0%} test accuracy" in caption
+    assert f"the regular model's {card['regular_test_accuracy']:.2%}" in caption and "92%" in caption
+    at = _on_page("pages/msr.py", model="cnn_lstm", cls="translate_left", seed=0)
+    assert any(c.value.startswith("Compare with the certifiably trained") for c in at.caption)
+
+
 def test_msr_page_explains_where_the_certificate_stops():
     """After a run, the page offers the certifier's probe at the radius it failed at: that probe
     (same method, same domain) does not certify, its relaxations' bounds and the per-step diagnosis
