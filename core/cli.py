@@ -421,6 +421,11 @@ def cmd_msrset(args: argparse.Namespace) -> dict:
         for r in out["rows"]:
             print(f"{r['model']:20s} clip {r['clip']:3d} {r['label']:16s} " + "  ".join(
                 f"{b['name']} {b['value']:.4g} ({b['guarantee']})" for b in r["bounds"]))
+        for s in out["summary"]:
+            if s["ratio_median"] is not None:
+                print(f"{s['model']:20s} {s['correct']}/{s['clips']} correct; over the {s['compared']} clips every "
+                      f"model gets right: certified lower / upper median {s['ratio_median']:.1%} "
+                      f"({s['ratio_min']:.1%}–{s['ratio_max']:.1%}), {s['ratio_at_goal']} at ≥ {s['goal']:.0%}")
     return out
 
 

@@ -221,11 +221,28 @@ with tab5:
         st.caption(f"engine: {mout['engine']} · {mout['computed']} clip(s) computed, {mout['cached']} from the cache"
                    + (f", {mout['cancelled']} cancelled" if mout["cancelled"] else ""))
         st.plotly_chart(msr_set_figure(mout["rows"], ms_budget), width="stretch", key="ms_fig")
+        from core.experiments.msr_set import _ratio, msr_set_summary
+
+        summary = mout.get("summary") or msr_set_summary(mout["rows"], mout["models"])
+        if any(s["ratio_median"] is not None for s in summary):
+            n = summary[0]["compared"]
+            st.markdown(f"**Side by side** over the {n} clip(s) that every model classifies correctly "
+                        "(certified lower ÷ sound upper bound: how far the proof reaches towards the nearest adversarial "
+                        "video found; our target is 25 %):")
+            st.dataframe(pd.DataFrame([{
+                "model": s["model"], "correct": f"{s['correct']} of {s['clips']}",
+                "certified lower (median)": s["certified_lower_median"], "upper (median)": s["upper_msr_median"],
+                "ratio (median)": s["ratio_median"], "ratio (min)": s["ratio_min"], "ratio (max)": s["ratio_max"],
+                "clips ≥ 25 %": s["ratio_at_goal"]} for s in summary]), hide_index=True, width="stretch",
+                key="ms_summary", column_config={k: st.column_config.NumberColumn(format="percent") for k in (
+                    "ratio (median)", "ratio (min)", "ratio (max)")})
         table = []
         for r in mout["rows"]:
-            row = {"model": r["model"], "clip": r["clip"], "label": r["label"], "predicted": r["predicted"]}
+            row = {"model": r["model"], "clip": r["clip"], "label": r["label"], "predicted": r["predicted"],
+                   "correct": r["predicted"] == r["label"]}
             for b in r["bounds"]:
                 row[f"{b['name']} ({b['guarantee']})"] = b["value"]
+            row["certified ÷ upper"] = _ratio(r)
             row["robust within budget"] = r["robust_within_budget"]
             table.append(row)
         mdf = pd.DataFrame(table)

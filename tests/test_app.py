@@ -480,8 +480,26 @@ def test_experiments_page_msr_over_clips():
     df = next(d.value for d in at.dataframe if "clip" in d.value.columns and "grid_lower (grid)" in d.value.columns)
     assert list(df["clip"]) == [0, 1] and "upper_msr (sound)" in df.columns
     assert (df["grid_lower (grid)"] > 0).all()  # A* climbed at least one atomic move in 3 iterations
+    assert df["correct"].all() and df["certified ÷ upper"].isna().all()  # no certificate asked for
+    assert all("ratio (median)" not in d.value.columns for d in at.dataframe)  # so no side-by-side ratios
     labels = [b.label for b in at.get("download_button")]
     assert "Bounds (CSV)" in labels
+    # both models, certified: the side-by-side summary over the clips both get right
+    at.multiselect(key="ms_models").set_value(["cnn_lstm", "cnn_lstm_certified"])
+    at.number_input(key="ms_clips").set_value(2)
+    at.number_input(key="ms_iters").set_value(2)
+    at.text_input(key="ms_flows").set_value("14")
+    at.checkbox(key="ms_certify").set_value(True)
+    at.run()
+    at.button(key="ms_run").click()
+    at.run()
+    assert not at.exception
+    summary = next(d.value for d in at.dataframe if "ratio (median)" in d.value.columns)
+    rows = next(d.value for d in at.dataframe if "certified ÷ upper" in d.value.columns)
+    assert list(summary["model"]) == ["cnn_lstm", "cnn_lstm_certified"]
+    assert list(summary["correct"]) == ["2 of 2", "1 of 2"]  # the certified model gets test clip 0 wrong
+    mine = rows[(rows["model"] == "cnn_lstm_certified") & (rows["clip"] == 1)].iloc[0]
+    assert mine["certified ÷ upper"] > 0 and summary["ratio (median)"].iloc[1] == pytest.approx(mine["certified ÷ upper"])
     at.text_input(key="ms_flows").set_value("7,x")
     at.run()
     assert any("Flows must be" in e.value for e in at.error)

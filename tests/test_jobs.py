@@ -113,6 +113,7 @@ def test_msr_over_clips_as_jobs(tmp_path, monkeypatch):
     both = msr_over_clips(["cnn_lstm", "c3d"], 2, params, engine="serial")  # side by side: cnn_lstm cached
     assert [(r["model"], r["clip"]) for r in both["rows"]] == [("cnn_lstm", 0), ("cnn_lstm", 1), ("c3d", 0), ("c3d", 1)]
     assert both["cached"] == 2 and both["models"] == ["cnn_lstm", "c3d"]
+    assert [s["model"] for s in both["summary"]] == ["cnn_lstm", "c3d"] and both["summary"][0]["clips"] == 2
     from core.viz.msr import msr_set_figure
 
     fig = msr_set_figure(both["rows"], 300.0)
@@ -121,6 +122,30 @@ def test_msr_over_clips_as_jobs(tmp_path, monkeypatch):
         msr_over_clips(["cnn_lstm", "resnet"], 1, params)
     with pytest.raises(ParameterError, match="tau"):
         msr_over_clips("cnn_lstm", 1, {**params, "tau": 0})
+
+
+def test_msr_set_summary_compares_models_on_the_clips_every_model_gets_right():
+    """The side-by-side summary of ``msrset``: ratios certified lower ÷ sound upper over the clips
+    that every model classifies correctly only; a clip without a finite upper bound has no ratio."""
+    from core.experiments.msr_set import msr_set_summary
+
+    def row(m, clip, low, up, ok=True):
+        return {"model": m, "clip": clip, "label": "a", "predicted": "a" if ok else "b", "certified_lower": low,
+                "upper_msr": up}
+
+    rows = [row("reg", 0, 0.5, 50.0), row("reg", 1, 0.2, 10.0), row("reg", 2, 1.0, 20.0), row("reg", 3, 0.1, 5.0),
+            row("cert", 0, 4.0, 10.0), row("cert", 1, 1.0, 2.0, ok=False), row("cert", 2, 3.0, 20.0),
+            row("cert", 3, 1.0, float("inf"))]
+    reg, cert = msr_set_summary(rows, ["reg", "cert"])
+    assert (reg["clips"], reg["correct"], reg["compared"]) == (4, 4, 3)  # clip 1: cert gets it wrong
+    assert (cert["clips"], cert["correct"], cert["compared"]) == (4, 3, 3)
+    assert reg["ratio_median"] == pytest.approx(0.02) and reg["ratio_min"] == pytest.approx(0.01)
+    assert reg["ratio_max"] == pytest.approx(0.05) and reg["ratio_at_goal"] == 0
+    assert cert["ratio_median"] == pytest.approx(0.275)  # clips 0 and 2 (0.4, 0.15); clip 3 has no upper bound
+    assert (cert["ratio_min"], cert["ratio_max"], cert["ratio_at_goal"]) == (pytest.approx(0.15), 0.4, 1)
+    assert cert["certified_lower_median"] == 3.0 and cert["upper_msr_median"] == 15.0
+    none = msr_set_summary([{**r, "certified_lower": None} for r in rows])  # --no-certify: no ratios
+    assert [s["model"] for s in none] == ["reg", "cert"] and none[0]["ratio_median"] is None
 
 
 def test_transfer_cells_count_only_clips_both_models_get_right():

@@ -3,6 +3,8 @@ of every clip in one table, on a local Ray or a cluster, cached by content."""
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Callable
 
 from core.checks import check_range
@@ -50,5 +52,39 @@ def msr_over_clips(model: str | list[str], clips: int, params: dict, engine: str
     tasks = [{"model": m, "clip": c, "params": dict(params)} for m in models for c in range(clips)]
     run = run_tasks(msr_task, tasks, engine=engine, workers=workers, address=address, progress=progress,
                     should_stop=should_stop)
-    return {"rows": [r for r in run["results"] if r is not None], "params": params, "models": models,
+    rows = [r for r in run["results"] if r is not None]
+    return {"rows": rows, "params": params, "models": models, "summary": msr_set_summary(rows, models),
             **{k: run[k] for k in ("engine", "cached", "computed", "cancelled")}}
+
+
+def _ratio(row: dict) -> float | None:
+    """certified lower ÷ sound upper bound of one clip (None without both)."""
+    low, up = row.get("certified_lower"), row.get("upper_msr")
+    if low is None or up is None or not math.isfinite(up) or up <= 0:
+        return None
+    return low / up
+
+
+def msr_set_summary(rows: list[dict], models: list[str] | None = None, goal: float = 0.25) -> list[dict]:
+    """One flat record per model, over the clips that **every** model classifies correctly (a bound
+    around a wrong decision is not comparable): how many clips, the medians of the certified lower
+    bound and of the sound upper bound, and the certified-lower ÷ upper ratio's median, min, max and
+    the number of clips at or above ``goal``."""
+    models = models or list(dict.fromkeys(r["model"] for r in rows))
+    by = {(r["model"], r["clip"]): r for r in rows}
+    clips = sorted({r["clip"] for r in rows})
+    both = [c for c in clips if all((m, c) in by and by[m, c]["predicted"] == by[m, c]["label"] for m in models)]
+    out = []
+    for m in models:
+        mine = [by[m, c] for c in clips if (m, c) in by]
+        comp = [by[m, c] for c in both]
+        lows = [r["certified_lower"] for r in comp if r.get("certified_lower") is not None]
+        ups = [r["upper_msr"] for r in comp if r.get("upper_msr") is not None and math.isfinite(r["upper_msr"])]
+        ratios = [x for x in map(_ratio, comp) if x is not None]
+        med = (lambda xs: statistics.median(xs) if xs else None)
+        out.append({"model": m, "clips": len(mine), "correct": sum(r["predicted"] == r["label"] for r in mine),
+                    "compared": len(comp), "certified_lower_median": med(lows), "upper_msr_median": med(ups),
+                    "ratio_median": med(ratios), "ratio_min": min(ratios) if ratios else None,
+                    "ratio_max": max(ratios) if ratios else None,
+                    "ratio_at_goal": sum(x >= goal for x in ratios) if ratios else None, "goal": goal})
+    return out
