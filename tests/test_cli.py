@@ -391,3 +391,18 @@ def test_train_certified_recipe_shipped_runs_the_chain_and_refuses_mixed_options
         assert not seen and f"drop {extra[0]}" in capsys.readouterr().err
     assert main(["train", "--model", "cnn_lstm", "--recipe", "shipped", "--json"]) == 2
     assert "--recipe is an option of --certified" in capsys.readouterr().err and not seen
+
+
+def test_msrset_prints_the_side_by_side_summary(tmp_path, monkeypatch):
+    """``msrset`` with two models and the certified bound: one summary line per model after the
+    rows (text), and ``summary`` records in the JSON."""
+    args = ("msrset", "--model", "cnn_lstm,cnn_lstm_certified", "--clips", "2", "--flows", "14", "--max-iters", "2",
+            "--engine", "serial")
+    monkeypatch.setenv("VRD_CACHE_DIR", str(tmp_path))  # the second run reads the first's results
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if "over the 1 clips every model gets right" in ln]
+    assert [ln.split()[0] for ln in lines] == ["cnn_lstm", "cnn_lstm_certified"] and "1/2 correct" in lines[1]
+    out = _strict(run(*args, "--json").stdout)
+    assert out["cached"] == 4
+    assert [s["compared"] for s in out["summary"]] == [1, 1] and out["summary"][1]["ratio_median"] > 0
