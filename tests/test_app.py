@@ -498,6 +498,7 @@ def test_experiments_page_msr_over_clips():
     rows = next(d.value for d in at.dataframe if "certified ÷ upper" in d.value.columns)
     assert list(summary["model"]) == ["cnn_lstm", "cnn_lstm_certified"]
     assert list(summary["correct"]) == ["2 of 2", "1 of 2"]  # the certified model gets test clip 0 wrong
+    assert list(rows["correct"]) == [True, True, False, True]  # per clip, in model order
     mine = rows[(rows["model"] == "cnn_lstm_certified") & (rows["clip"] == 1)].iloc[0]
     assert mine["certified ÷ upper"] > 0 and summary["ratio (median)"].iloc[1] == pytest.approx(mine["certified ÷ upper"])
     at.text_input(key="ms_flows").set_value("7,x")
