@@ -221,7 +221,7 @@ with tab5:
         st.caption(f"engine: {mout['engine']} · {mout['computed']} clip(s) computed, {mout['cached']} from the cache"
                    + (f", {mout['cancelled']} cancelled" if mout["cancelled"] else ""))
         st.plotly_chart(msr_set_figure(mout["rows"], ms_budget), width="stretch", key="ms_fig")
-        from core.experiments.msr_set import _ratio, msr_set_summary
+        from core.experiments.msr_set import certified_ratio, msr_set_summary
 
         summary = mout.get("summary") or msr_set_summary(mout["rows"], mout["models"])
         if any(s["ratio_median"] is not None for s in summary):
@@ -242,7 +242,7 @@ with tab5:
                    "correct": r["predicted"] == r["label"]}
             for b in r["bounds"]:
                 row[f"{b['name']} ({b['guarantee']})"] = b["value"]
-            row["certified ÷ upper"] = _ratio(r)
+            row["certified ÷ upper"] = certified_ratio(r)
             row["robust within budget"] = r["robust_within_budget"]
             table.append(row)
         mdf = pd.DataFrame(table)

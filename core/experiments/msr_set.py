@@ -57,7 +57,7 @@ def msr_over_clips(model: str | list[str], clips: int, params: dict, engine: str
             **{k: run[k] for k in ("engine", "cached", "computed", "cancelled")}}
 
 
-def _ratio(row: dict) -> float | None:
+def certified_ratio(row: dict) -> float | None:
     """certified lower ÷ sound upper bound of one clip (None without both)."""
     low, up = row.get("certified_lower"), row.get("upper_msr")
     if low is None or up is None or not math.isfinite(up) or up <= 0:
@@ -74,14 +74,16 @@ def msr_set_summary(rows: list[dict], models: list[str] | None = None, goal: flo
     by = {(r["model"], r["clip"]): r for r in rows}
     clips = sorted({r["clip"] for r in rows})
     both = [c for c in clips if all((m, c) in by and by[m, c]["predicted"] == by[m, c]["label"] for m in models)]
+    def med(xs: list[float]) -> float | None:
+        return statistics.median(xs) if xs else None
+
     out = []
     for m in models:
         mine = [by[m, c] for c in clips if (m, c) in by]
         comp = [by[m, c] for c in both]
         lows = [r["certified_lower"] for r in comp if r.get("certified_lower") is not None]
         ups = [r["upper_msr"] for r in comp if r.get("upper_msr") is not None and math.isfinite(r["upper_msr"])]
-        ratios = [x for x in map(_ratio, comp) if x is not None]
-        med = (lambda xs: statistics.median(xs) if xs else None)
+        ratios = [x for x in map(certified_ratio, comp) if x is not None]
         out.append({"model": m, "clips": len(mine), "correct": sum(r["predicted"] == r["label"] for r in mine),
                     "compared": len(comp), "certified_lower_median": med(lows), "upper_msr_median": med(ups),
                     "ratio_median": med(ratios), "ratio_min": min(ratios) if ratios else None,
