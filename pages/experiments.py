@@ -231,7 +231,8 @@ with tab5:
                         "video found; our target is 25 %):")
             st.dataframe(pd.DataFrame([{
                 "model": s["model"], "correct": f"{s['correct']} of {s['clips']}",
-                "certified lower (median)": s["certified_lower_median"], "upper (median)": s["upper_msr_median"],
+                "certified lower, sound (median)": s["certified_lower_median"],
+                "upper, sound (median)": s["upper_msr_median"],
                 "ratio (median)": s["ratio_median"], "ratio (min)": s["ratio_min"], "ratio (max)": s["ratio_max"],
                 "clips ≥ 25 %": s["ratio_at_goal"]} for s in summary]), hide_index=True, width="stretch",
                 key="ms_summary", column_config={k: st.column_config.NumberColumn(format="percent") for k in (
